@@ -137,13 +137,13 @@ def test_load_errors_are_clear(tmp_path):
     config_file.write_text(json.dumps({**original, **changes}))
     return hf.load(str(tmp_path / "model"))
 
-  with pytest.raises(hf.CheckpointError, match="vocab_size mismatch: config says 80"):
+  with pytest.raises(hf.CheckpointError, match="vocab_size mismatch: the config says 80"):
     load_with(vocab_size=80)
   with pytest.raises(hf.CheckpointError, match="lacks .* tensor.*num_layers"):
     load_with(num_layers=3)
   with pytest.raises(hf.CheckpointError, match="does not use.*num_decoder_layers"):
     load_with(num_decoder_layers=0, num_layers=1)
-  with pytest.raises(hf.CheckpointError, match="shape .*d_model"):
+  with pytest.raises(hf.CheckpointError, match="has shape .*mlp_dim"):
     load_with(d_ff=30)
   with pytest.raises(hf.CheckpointError, match="model_type 'bart'"):
     load_with(model_type="bart")

@@ -23,8 +23,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from miniend_jax.convert.validation import CheckpointError, params_for_config
 from miniend_jax.model.config import ConfigError, T5Config
-from miniend_jax.model.network import init_params
 
 # Hugging Face activation names -> ours. "gelu_new" and "gelu_pytorch_tanh" are the tanh
 # approximation t5x calls "gelu".
@@ -32,10 +32,6 @@ _HF_ACTIVATIONS = {"relu": "relu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gel
                    "gelu": "gelu_exact", "silu": "silu", "swish": "silu"}
 _OUR_ACTIVATIONS = {"relu": "relu", "gelu": "gelu_new", "gelu_exact": "gelu", "silu": "silu"}
 SENTINEL_COUNT = 100
-
-
-class CheckpointError(ValueError):
-  """A checkpoint directory or its contents cannot be used as asked."""
 
 
 # ----------------------------------------------------------------------------- config
@@ -191,30 +187,9 @@ def params_from_state_dict(config: T5Config, state: Mapping[str, np.ndarray]) ->
         f"The checkpoint holds {len(unexpected)} tensor(s) this config does not use, e.g. "
         f"{unexpected[:3]}: check num_layers / num_decoder_layers / feed_forward_proj in "
         "config.json against the weights.")
-  rows = state["shared.weight"].shape[0]
-  if rows != config.vocab_size:
-    raise CheckpointError(
-        f"vocab_size mismatch: config says {config.vocab_size} but shared.weight has {rows} "
-        "rows; fix vocab_size in config.json (or the override) to match the weights.")
-  flat = {}
-  shapes = _expected_shapes(config)
-  for path, (key, transpose) in expected.items():
-    array = np.asarray(state[key])
-    array = array.T if transpose else array
-    want = shapes[path]
-    if array.shape != want:
-      raise CheckpointError(
-          f"{key} has shape {tuple(state[key].shape)}, which does not fit the config "
-          f"(expected {want[::-1] if transpose else want}): check d_model, d_kv, d_ff, "
-          "num_heads and relative_attention_num_buckets in config.json.")
-    flat[path] = array.astype(config.parameter_dtype)
-  return traverse_util.unflatten_dict(flat)
-
-
-def _expected_shapes(config: T5Config) -> dict[tuple[str, ...], tuple[int, ...]]:
-  abstract = jax.eval_shape(lambda rng: init_params(config, rng), jax.random.key(0))
-  return {path: leaf.shape
-          for path, leaf in traverse_util.flatten_dict(nn.unbox(abstract)).items()}
+  flat = {path: np.asarray(state[key]).T if transpose else np.asarray(state[key])
+          for path, (key, transpose) in expected.items()}
+  return params_for_config(config, flat, source="the Hugging Face checkpoint")
 
 
 def state_dict_from_params(config: T5Config, params) -> dict[str, np.ndarray]:

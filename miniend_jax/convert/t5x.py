@@ -1,0 +1,125 @@
+"""Import t5x checkpoints (both layouts t5x has written) as our parameters.
+
+Legacy layout: checkpoint_<step>/checkpoint is a msgpack file
+{version, optimizer: {target: params, state: ...}} in which each large array is replaced by
+a TensorStore spec (a dict with a "kvstore", whose path is relative to the checkpoint
+directory, e.g. "target.encoder.layers_0.attention.query.kernel"); small arrays are stored
+inline. Newer layout: an Orbax PyTree checkpoint under checkpoint_<step>/state/ holding the
+same {target, state} tree. Our parameter names are t5x's, so no renaming is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import numpy as np
+from flax import serialization, traverse_util
+
+from miniend_jax.convert.validation import CheckpointError, params_for_config
+from miniend_jax.model.config import T5Config
+
+_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
+
+
+def find_step_dir(path: str) -> str:
+  """`path` itself if it is one checkpoint, else its latest checkpoint_<step>/."""
+  if not os.path.isdir(path):
+    raise CheckpointError(f"t5x checkpoint {path!r} does not exist or is not a directory.")
+  if _layout(path) is not None:
+    return path
+  steps = sorted((int(m.group(1)), name) for name in os.listdir(path)
+                 if (m := _STEP_DIR.match(name)) and _layout(os.path.join(path, name)))
+  if not steps:
+    raise CheckpointError(
+        f"{path!r} is not a t5x checkpoint: it holds neither a msgpack 'checkpoint' file, "
+        "nor an Orbax 'state/' directory, nor checkpoint_<step>/ directories with one.")
+  return os.path.join(path, steps[-1][1])
+
+
+def _layout(step_dir: str) -> str | None:
+  if os.path.isfile(os.path.join(step_dir, "checkpoint")):
+    return "msgpack"
+  if os.path.isdir(os.path.join(step_dir, "state")):
+    return "orbax"
+  return None
+
+
+def load(checkpoint_dir: str, config: T5Config) -> dict:
+  """Parameters from a t5x checkpoint (a checkpoint_<step>/ dir or a model dir)."""
+  step_dir = find_step_dir(checkpoint_dir)
+  tree = (_read_msgpack(step_dir) if _layout(step_dir) == "msgpack"
+          else _read_orbax(os.path.join(step_dir, "state")))
+  target = _find_target(tree, step_dir)
+  flat = traverse_util.flatten_dict(target)
+  flat = {path: _reshape_kernel(path, np.asarray(value)) for path, value in flat.items()}
+  return params_for_config(config, flat, source=f"t5x checkpoint {step_dir}")
+
+
+def _find_target(tree: dict[str, Any], step_dir: str) -> dict:
+  for keys in (("optimizer", "target"), ("target",), ("params",)):
+    node: Any = tree
+    for key in keys:
+      node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      return node
+  raise CheckpointError(
+      f"{step_dir} holds no parameter tree (looked for optimizer/target, target and "
+      f"params; found top-level keys {sorted(tree)}).")
+
+
+def _reshape_kernel(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
+  """Attention kernels written as [embed, heads, head_dim] become [embed, heads*head_dim]."""
+  if path[-1] == "kernel" and array.ndim == 3:
+    if path[-2] == "out":
+      return array.reshape(-1, array.shape[-1])
+    return array.reshape(array.shape[0], -1)
+  return array
+
+
+def _read_msgpack(step_dir: str) -> dict:
+  with open(os.path.join(step_dir, "checkpoint"), "rb") as f:
+    try:
+      contents = serialization.msgpack_restore(f.read())
+    except Exception as error:  # msgpack raises several unrelated types on bad bytes.
+      raise CheckpointError(
+          f"{step_dir}/checkpoint is not a readable t5x msgpack file: {error}") from None
+  return _resolve_tensorstore(contents, step_dir)
+
+
+def _resolve_tensorstore(node: Any, step_dir: str) -> Any:
+  if isinstance(node, dict):
+    if "kvstore" in node or ("driver" in node and "path" in node):
+      return _read_tensorstore(node, step_dir)
+    return {key: _resolve_tensorstore(value, step_dir) for key, value in node.items()}
+  return node
+
+
+def _read_tensorstore(spec: dict, step_dir: str) -> np.ndarray:
+  import tensorstore  # pylint: disable=g-import-not-at-top
+
+  spec = dict(spec)
+  if "kvstore" in spec:
+    kvstore = dict(spec["kvstore"])
+    if kvstore.get("driver") in ("file", "gfile"):
+      kvstore["driver"] = "file"
+      kvstore["path"] = os.path.join(step_dir, kvstore["path"])
+    spec["kvstore"] = kvstore
+  else:  # tensorstore < 0.1.14 specs keep the path at the top level
+    spec["path"] = os.path.join(step_dir, spec["path"])
+  try:
+    return tensorstore.open(spec, open=True).result().read().result()
+  except Exception as error:  # tensorstore reports missing/corrupt data as ValueError etc.
+    where = spec.get("kvstore", spec).get("path")
+    raise CheckpointError(f"Cannot read the t5x array at {where}: {error}") from None
+
+
+def _read_orbax(state_dir: str) -> dict:
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  try:
+    return ocp.PyTreeCheckpointer().restore(state_dir)
+  except Exception as error:  # orbax raises many types for unreadable directories.
+    raise CheckpointError(
+        f"{state_dir} is not a readable Orbax checkpoint: {error}") from None

@@ -1,0 +1,1 @@
+"""Training: partitioning, optimizers, state, the step, checkpoints, the loop."""

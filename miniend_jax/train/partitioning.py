@@ -1,0 +1,112 @@
+"""Device mesh, logical-axis rules and shardings: one code path for 1 device to many hosts.
+
+Parameters and activations carry t5x logical axis names; `rules` map them onto the mesh
+axes ("data", "model"). The standard rules are t5x's 1-D model parallelism: the batch is
+split over "data", vocabulary, MLP and head dimensions over "model".
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+LogicalRules = tuple[tuple[str, str | None], ...]
+
+STANDARD_RULES: LogicalRules = (
+    ("batch", "data"),
+    ("vocab", "model"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("joined_kv", "model"),
+    ("kv", None),
+    ("embed", None),
+    ("length", None),
+    ("relpos_buckets", None),
+    ("layers", None),
+)
+# Replicates every parameter and splits only the batch: pure data parallelism.
+DATA_PARALLEL_RULES: LogicalRules = tuple(
+    (name, "data" if name == "batch" else None) for name, _ in STANDARD_RULES)
+
+
+class PartitioningError(ValueError):
+  """The mesh or the batch cannot be laid out as configured."""
+
+
+def initialize_distributed(coordinator_address: str | None, process_count: int | None,
+                           process_index: int | None) -> None:
+  """Join a multi-host run (no-op when no coordinator is given).
+
+  On CPU, the processes exchange data over gloo, which is how tests run several local
+  processes as one mesh.
+  """
+  if not coordinator_address:
+    return
+  if jax.default_backend() == "cpu" or jax.config.jax_platforms == "cpu":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=process_count, process_id=process_index)
+
+
+def make_mesh(model_parallel_size: int = 1,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ("data", "model") mesh over all (global) devices."""
+  devices = list(devices if devices is not None else jax.devices())
+  if model_parallel_size < 1 or len(devices) % model_parallel_size:
+    raise PartitioningError(
+        f"MODEL_PARALLEL_SIZE={model_parallel_size} must divide the number of devices "
+        f"({len(devices)}).")
+  data = len(devices) // model_parallel_size
+  # Devices of one process are consecutive in jax.devices(): "model" groups stay on a host.
+  grid = np.asarray(devices).reshape(data, model_parallel_size)
+  return Mesh(grid, ("data", "model"))
+
+
+def logical_to_sharding(mesh: Mesh, logical_specs: Any, rules: LogicalRules) -> Any:
+  """A tree of NamedShardings from a tree of logical PartitionSpecs."""
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over "data", the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh, *, name: str = "BATCH_SIZE") -> None:
+  data = mesh.shape["data"]
+  if global_batch_size % data:
+    raise PartitioningError(
+        f"{name}={global_batch_size} is not divisible by the mesh's data axis ({data} "
+        "devices); choose a multiple of it or raise MODEL_PARALLEL_SIZE.")
+  if global_batch_size % jax.process_count():
+    raise PartitioningError(
+        f"{name}={global_batch_size} is not divisible by the number of hosts "
+        f"({jax.process_count()}).")
+
+
+def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This host's rows of the global batch -> global arrays split over "data"."""
+  sharding = batch_sharding(mesh)
+  return {name: jax.make_array_from_process_local_data(sharding, value)
+          for name, value in batch.items()}
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules: LogicalRules):
+  """Make `mesh` and `rules` the context for tracing, so logical constraints take effect.
+
+  `jax.set_mesh` is required: under the older `with mesh:` flax's logical sharding
+  constraints silently do nothing in the JAX versions this project supports.
+  """
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
