@@ -79,6 +79,10 @@ def check_widths_match(teacher_config: T5Config, student_config: T5Config) -> No
         "match the teacher in these fields (only the depths may differ).")
 
 
+def _parameter_shapes(config: T5Config) -> dict:
+  return nn.unbox(jax.eval_shape(lambda rng: init_params(config, rng), jax.random.key(0)))
+
+
 def init_from_teacher(teacher_config: T5Config, teacher_params, student_config: T5Config, *,
                       encoder_layer_map: Sequence[int] | None = None,
                       decoder_layer_map: Sequence[int] | None = None) -> dict:
@@ -93,8 +97,7 @@ def init_from_teacher(teacher_config: T5Config, teacher_params, student_config: 
         stack, teacher_depth, student_depth)
   teacher_flat = traverse_util.flatten_dict(nn.unbox(teacher_params))
   student_flat = {}
-  abstract = jax.eval_shape(lambda rng: init_params(student_config, rng), jax.random.key(0))
-  for path in traverse_util.flatten_dict(nn.unbox(abstract)):
+  for path in traverse_util.flatten_dict(_parameter_shapes(student_config)):
     source = path
     if path[0] in maps and path[1].startswith("layers_"):
       student_layer = int(path[1][len("layers_"):])
@@ -115,7 +118,7 @@ def init_student(student_config: T5Config, rng: jax.Array, *, method: str = "ran
     raise StudentInitError(
         f"Unknown student init method {method!r}; choose one of {INIT_METHODS}.")
   if method == "random":
-    return nn.unbox(init_params(student_config, rng))
+    return nn.unbox(jax.jit(init_params, static_argnums=0)(student_config, rng))
   if teacher_config is None or teacher_params is None:
     raise StudentInitError(
         "method='teacher_layers' needs teacher_config and teacher_params.")
