@@ -234,9 +234,9 @@ def test_objective_asks_only_for_its_taps(models):
 # ----------------------------------------------------------------------------- jitted step
 
 
-def test_gradients_reach_only_the_student(models):
-  _, teacher_config, teacher_params, _ = models["teacher"]
-  _, student_config, student_params, _ = models["student"]
+def test_gradients_reach_only_the_student_and_match_pytorch(models):
+  teacher_torch, teacher_config, teacher_params, _ = models["teacher"]
+  student_torch, student_config, student_params, _ = models["student"]
   objective = objectives.Objective([
       objectives.CrossEntropy(z_loss=1e-4), objectives.LogitKL(temperature=2.0),
       objectives.AttentionRelations(num_relation_heads=4),
@@ -273,6 +273,27 @@ def test_gradients_reach_only_the_student(models):
                           params=objective_params)
   np.testing.assert_allclose(total, expected, rtol=1e-5)
   assert set(terms) == {t.name for t in objective.terms}
+
+  # Every student gradient (and the projection's) equals PyTorch autograd's.
+  spec = torch_reference.spec_from_objective(objective, objective_params)
+  projection = spec[-1]["projection"].requires_grad_(True)
+  student_torch.zero_grad(set_to_none=True)
+  try:
+    torch_reference.objective_loss(teacher_torch, student_torch, _torch_batch(), spec,
+                                   backward=True)
+    torch_grads = {name: p.grad for name, p in student_torch.named_parameters()}
+    assert all(p.grad is None for p in teacher_torch.parameters())
+    flat = {tuple(k.key for k in path): np.asarray(g)
+            for path, g in jax.tree_util.tree_leaves_with_path(student_grads)}
+    for path, (key, transpose) in hf.parameter_map(student_config).items():
+      expected = torch_grads[key].numpy()
+      expected = expected.T if transpose else expected
+      np.testing.assert_allclose(flat[path], expected, rtol=1e-3,
+                                 atol=1e-4 * np.abs(expected).max(), err_msg=key)
+    np.testing.assert_allclose(objective_grads["encoder_hidden_mse"]["kernel"],
+                               projection.grad.numpy(), rtol=1e-3, atol=1e-6)
+  finally:
+    student_torch.zero_grad(set_to_none=True)
 
 
 # ----------------------------------------------------------------------------- errors

@@ -123,13 +123,14 @@ def relation_kl(teacher_a: Array, teacher_b: Array, student_a: Array, student_b:
           f"{width} (heads * head_dim of the tapped attention); set num_relation_heads to "
           "a common divisor of the teacher and student widths.")
   batch, q_length = teacher_a.shape[:2]
+  key_mask = jnp.asarray(key_mask)
   if key_mask.shape != teacher_b.shape[:2]:
     raise LossInputError(
         f"relation_kl: key_mask must be [batch, len_k] = {teacher_b.shape[:2]}, got "
         f"{key_mask.shape}.")
-  if query_mask is None:
-    query_mask = jnp.ones((batch, q_length), bool)
-  elif query_mask.shape != (batch, q_length):
+  query_mask = jnp.ones((batch, q_length), bool) if query_mask is None else jnp.asarray(
+      query_mask)
+  if query_mask.shape != (batch, q_length):
     raise LossInputError(
         f"relation_kl: query_mask must be [batch, len_q] = {(batch, q_length)}, got "
         f"{query_mask.shape}.")
@@ -159,9 +160,11 @@ def relation_kl(teacher_a: Array, teacher_b: Array, student_a: Array, student_b:
 # the forward pass walks over the sequence in chunks of `chunk_length` positions and
 # keeps only one KL value per position; the backward pass (a custom VJP) walks again and
 # writes d loss / d student logits = tau * w / sum(w) * (softmax(z_S / tau) - p_target)
-# chunk by chunk. Float32 copies exist for one chunk at a time, so a bfloat16 teacher's
-# logits are never upcast whole. Chunks cut the length axis, not the batch, so a
-# batch-sharded (and vocab-sharded) layout is kept.
+# chunk by chunk. Float32 temporaries exist for one chunk at a time, and a bfloat16
+# teacher's logits are upcast chunk by chunk (XLA's CPU backend, which lacks bfloat16
+# arithmetic, still converts them whole). Chunks cut the length axis, not the batch, so a
+# batch-sharded (and vocab-sharded) layout is kept. tools/logit_kl_memory.py measures the
+# compiled scratch memory of both ways.
 
 
 def _over_length_chunks(fn, arrays: tuple[Array, ...], chunk_length: int,
