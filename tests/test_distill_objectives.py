@@ -1,7 +1,6 @@
 """Objectives: every gin preset against the PyTorch reference on Hugging Face T5 models."""
 
 import glob
-import json
 import os
 
 import gin
@@ -10,12 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import transformers
-from safetensors.torch import save_file
 
 from miniend_jax.convert import hf
 from miniend_jax.distill import forward, interpolation, objectives
 from miniend_jax.taps import Tap
+from tests.hf_t5 import write_random_hf_t5
 from tools import torch_reference
 
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "..", "gin_configs", "objectives")
@@ -28,29 +26,10 @@ TEST_BINDINGS = ["RELATION_HEADS = 4"]
 
 
 def write_random_t5(directory, *, seed, tied, **config_kwargs):
-  """A random transformers T5 written as safetensors + config.json (untied kept untied)."""
-  torch.manual_seed(seed)
-  config = transformers.T5Config(vocab_size=VOCAB, dropout_rate=0.0,
-                                 decoder_start_token_id=0, relative_attention_num_buckets=8,
-                                 relative_attention_max_distance=20,
-                                 tie_word_embeddings=tied, **config_kwargs)
-  model = transformers.T5ForConditionalGeneration(config).eval()
-  with torch.no_grad():
-    for name, parameter in model.named_parameters():
-      if "layer_norm" in name:  # transformers starts them at 1: randomise to catch mix-ups
-        parameter.add_(0.2 * torch.randn_like(parameter))
-    if not tied:
-      model.lm_head.weight = torch.nn.Parameter(
-          torch.randn(VOCAB, config.d_model) * config.d_model ** -0.5)
-  state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
-           if "embed_tokens" not in k and (not tied or k != "lm_head.weight")}
-  os.makedirs(directory)
-  save_file(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-  values = config.to_dict()
-  values["tie_word_embeddings"] = tied
-  with open(os.path.join(directory, "config.json"), "w") as f:
-    json.dump(values, f)
-  return transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
+  return write_random_hf_t5(directory, seed=seed, vocab_size=VOCAB,
+                            relative_attention_num_buckets=8,
+                            relative_attention_max_distance=20, tie_word_embeddings=tied,
+                            **config_kwargs)
 
 
 def _batch():
