@@ -55,6 +55,30 @@ def distillation_loss(objective: Objective, student_params, batch: Mapping[str, 
                       ) -> tuple[Array, dict[str, Array]]:
   """Teacher and student forward passes and the objective: -> (loss, {term: value}).
 
+  The arguments are those of `distillation_forward`, without extra_student_taps.
+  """
+  loss, terms, _ = distillation_forward(
+      objective, student_params, batch, student_config=student_config,
+      teacher_config=teacher_config, teacher_params=teacher_params,
+      objective_params=objective_params, step=step, dropout_rng=dropout_rng,
+      assistant_config=assistant_config, assistant_params=assistant_params)
+  return loss, terms
+
+
+def distillation_forward(objective: Objective, student_params, batch: Mapping[str, Array], *,
+                         student_config: T5Config, teacher_config: T5Config | None = None,
+                         teacher_params=None,
+                         objective_params: Mapping[str, Any] | None = None,
+                         step: Array | int | None = None,
+                         dropout_rng: jax.Array | None = None,
+                         assistant_config: T5Config | None = None, assistant_params=None,
+                         extra_student_taps: tuple[Tap, ...] = ()
+                         ) -> tuple[Array, dict[str, Array], dict[Tap, Array]]:
+  """Teacher and student forward passes and the objective.
+
+  Returns (loss, {term: value}, student sites): the sites are those the objective reads
+  plus `extra_student_taps` (e.g. the logits, for accuracy).
+
   Args:
     objective: the terms to compute.
     student_params: the trainable student's parameters (differentiate with respect to
@@ -83,8 +107,10 @@ def distillation_loss(objective: Objective, student_params, batch: Mapping[str, 
     assistant_sites = lax.stop_gradient(tapped_forward(
         assistant_config, lax.stop_gradient(assistant_params), batch,
         objective.assistant_taps(assistant_config)))
-  student_sites = tapped_forward(student_config, student_params, batch,
-                                 objective.student_taps(student_config),
+  student_taps = tuple(dict.fromkeys(objective.student_taps(student_config)
+                                     + tuple(extra_student_taps)))
+  student_sites = tapped_forward(student_config, student_params, batch, student_taps,
                                  dropout_rng=dropout_rng)
-  return objective(teacher_sites, student_sites, batch, params=objective_params, step=step,
-                   assistant_sites=assistant_sites)
+  loss, terms = objective(teacher_sites, student_sites, batch, params=objective_params,
+                          step=step, assistant_sites=assistant_sites)
+  return loss, terms, student_sites

@@ -1,0 +1,107 @@
+"""Load a T5 from any checkpoint format we read: ours, t5x (both layouts), Hugging Face.
+
+Used for teachers (TEACHER_CHECKPOINT), initial students (INITIAL_CHECKPOINT_PATH),
+evaluation and export. The format is recognised from the directory's contents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from flax import traverse_util
+
+from miniend_jax.convert import hf, t5x
+from miniend_jax.convert.validation import CheckpointError, params_for_config
+from miniend_jax.model.config import T5Config
+
+_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
+
+
+def detect_format(path: str) -> str:
+  """"hf", "miniend" (our checkpoint_<step>/ with state/ and meta/), or "t5x"."""
+  if not os.path.exists(path):
+    raise CheckpointError(f"Checkpoint path {path!r} does not exist.")
+  if not os.path.isdir(path):
+    raise CheckpointError(f"Checkpoint path {path!r} is a file; give its directory.")
+  if os.path.isfile(os.path.join(path, "config.json")):
+    return "hf"
+  step_dir = _latest_step_dir(path)
+  if step_dir and os.path.isdir(os.path.join(step_dir, "meta")):
+    return "miniend"
+  if step_dir or os.path.isfile(os.path.join(path, "checkpoint")) or \
+      os.path.isdir(os.path.join(path, "state")):
+    return "t5x"
+  raise CheckpointError(
+      f"{path!r} is not a checkpoint this project reads: expected a Hugging Face directory "
+      "(config.json + weights), one of our checkpoint_<step>/ directories (or a model "
+      "directory holding them), or a t5x checkpoint.")
+
+
+def _latest_step_dir(path: str) -> str | None:
+  if _STEP_DIR.match(os.path.basename(os.path.normpath(path))):
+    return path
+  steps = sorted((int(m.group(1)), name) for name in os.listdir(path)
+                 if (m := _STEP_DIR.match(name))
+                 and os.path.isdir(os.path.join(path, name, "state")))
+  return os.path.join(path, steps[-1][1]) if steps else None
+
+
+def load_model(path: str, config: T5Config | None = None) -> tuple[T5Config, dict]:
+  """(config, params) from `path`.
+
+  Hugging Face and our own checkpoints record their architecture; if `config` is also
+  given it must agree with it (the error lists the differing fields). t5x checkpoints do
+  not record it, so `config` is required for them.
+  """
+  kind = detect_format(path)
+  if kind == "hf":
+    found, params = hf.load(path)
+  elif kind == "miniend":
+    found, params = load_own_checkpoint(path)
+  else:
+    if config is None:
+      raise CheckpointError(
+          f"{path!r} is a t5x checkpoint, which does not record its architecture: give "
+          "the model config (e.g. TEACHER_CONFIG in gin).")
+    return config, t5x.load(path, config)
+  if config is not None:
+    _check_same_architecture(config, found, path)
+    return config, params
+  return found, params
+
+
+def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
+  """The student (config, params) from one of our checkpoints (or its model dir's latest)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  step_dir = _latest_step_dir(path)
+  if step_dir is None:
+    raise CheckpointError(f"{path!r} holds no checkpoint_<step>/ directory.")
+  meta_file = os.path.join(step_dir, "meta", "metadata")
+  try:
+    with open(meta_file) as f:
+      meta = json.load(f)
+  except (OSError, json.JSONDecodeError) as error:
+    raise CheckpointError(f"Cannot read {meta_file}: {error}") from None
+  config = T5Config.from_dict(meta["model_config"])
+  try:
+    state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
+  except Exception as error:  # orbax raises many types for unreadable directories.
+    raise CheckpointError(f"Cannot read {step_dir}/state: {error}") from None
+  student = state["params"]["student"]
+  return config, params_for_config(config, traverse_util.flatten_dict(student),
+                                   source=f"checkpoint {step_dir}")
+
+
+def _check_same_architecture(expected: T5Config, found: T5Config, path: str) -> None:
+  ignored = {"dropout_rate", "dtype", "param_dtype"}
+  differing = [f"{name}: config {getattr(expected, name)!r} vs checkpoint "
+               f"{getattr(found, name)!r}"
+               for name in expected.to_dict()
+               if name not in ignored and getattr(expected, name) != getattr(found, name)]
+  if differing:
+    raise CheckpointError(
+        f"The model config does not match the weights in {path}: " + "; ".join(differing)
+        + ". Fix the config (or leave it unset to take the checkpoint's own).")

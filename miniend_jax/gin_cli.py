@@ -1,0 +1,70 @@
+"""t5x-style gin command lines shared by train.py, eval.py and infer.py.
+
+    --gin_file=a.gin --gin_file=b.gin       later files override earlier ones
+    --gin.MODEL_DIR=\\"/tmp/run\\"            sugar for --gin_bindings='MODEL_DIR = "/tmp/run"'
+    --gin_bindings='TRAIN_STEPS = 10'
+    --gin_search_paths=dir1,dir2             the package's gin_configs/ is always searched
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Sequence
+
+import gin
+
+GIN_PREFIX = "--gin."
+# gin_configs/ sits beside the package in the source tree (editable installs).
+PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "gin_configs")
+
+
+class GinConfigError(ValueError):
+  """A gin file or binding cannot be used; the message names it."""
+
+
+def rewrite_gin_flags(argv: Sequence[str]) -> list[str]:
+  """Turn `--gin.NAME=VALUE` into `--gin_bindings=NAME = VALUE` (before absl parses)."""
+  result = []
+  for arg in argv:
+    if arg.startswith(GIN_PREFIX):
+      name, separator, value = arg[len(GIN_PREFIX):].partition("=")
+      if not separator or not name:
+        raise GinConfigError(f"{arg!r}: write --gin.NAME=VALUE (e.g. --gin.TRAIN_STEPS=100).")
+      result.append(f"--gin_bindings={name} = {value}")
+    else:
+      result.append(arg)
+  return result
+
+
+def parse(gin_files: Sequence[str], gin_bindings: Sequence[str],
+          search_paths: Sequence[str] = ()) -> None:
+  """Parse files then bindings, finalize, and turn gin's errors into one clear message."""
+  paths = [p for p in search_paths if p] + [os.getcwd(), PACKAGE_GIN_DIR]
+  for path in paths:
+    gin.add_config_file_search_path(path)
+  for gin_file in gin_files:
+    if not any(os.path.isfile(os.path.join(p, gin_file)) for p in paths) and \
+        not os.path.isfile(gin_file):
+      raise GinConfigError(
+          f"gin file {gin_file!r} was not found in {paths}{_close_file_hint(gin_file)}.")
+  try:
+    gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=True)
+  except (ValueError, KeyError, SyntaxError, ImportError) as error:
+    raise GinConfigError(f"gin configuration error: {_first_line(error)}") from None
+
+
+def _close_file_hint(gin_file: str) -> str:
+  known = []
+  for root, _, files in os.walk(PACKAGE_GIN_DIR):
+    known += [os.path.relpath(os.path.join(root, f), PACKAGE_GIN_DIR) for f in files
+              if f.endswith(".gin")]
+  close = difflib.get_close_matches(gin_file, known, n=1)
+  return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  return re.sub(r"\s+", " ", text.splitlines()[0]) if text else type(error).__name__

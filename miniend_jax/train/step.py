@@ -1,0 +1,126 @@
+"""The train step: frozen teacher forward, student forward + backward, objective, update.
+
+One function, jitted once by the trainer with explicit shardings. The teacher's
+parameters are an argument of their own: never differentiated (stop_gradient inside the
+objective's forward), never donated, with no optimizer state, run without dropout in the
+teacher's own dtype. Gradient accumulation splits the global batch into microbatches and
+scans over them, so memory is that of one microbatch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from miniend_jax.distill.forward import distillation_forward
+from miniend_jax.distill.objectives import Objective
+from miniend_jax.model.config import T5Config
+from miniend_jax.taps import Tap
+from miniend_jax.train.state import TrainState
+
+Array = jax.Array
+LOGITS = Tap("decoder", -1, "logits")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """Everything static about the step (hashable: part of the jit cache key).
+
+  Attributes:
+    objective: the distillation objective (or plain cross-entropy without a teacher).
+    student_config, teacher_config: architectures; teacher_config None for pretraining.
+    optimizer: the optax transformation applied to {"student", "objective"} params.
+    learning_rate: the schedule, reported as a metric (the optimizer applies its own).
+    num_microbatches: gradient accumulation; must divide the per-step batch.
+    report_accuracy: also tap the student's logits for accuracy and cross_ent_loss when
+      the objective does not read them (costs the student's output layer).
+  """
+
+  objective: Objective
+  student_config: T5Config
+  teacher_config: T5Config | None
+  optimizer: optax.GradientTransformation
+  learning_rate: Callable[[Array], Array]
+  num_microbatches: int = 1
+  report_accuracy: bool = True
+
+  @property
+  def extra_student_taps(self) -> tuple[Tap, ...]:
+    return (LOGITS,) if self.report_accuracy else ()
+
+
+def _microbatch_metrics(setup: StepConfig, trainable: Any, teacher_params: Any,
+                        batch: Mapping[str, Array], rng: Array, step: Array):
+  """(loss, metric sums) on one microbatch."""
+  loss, terms, sites = distillation_forward(
+      setup.objective, trainable["student"], batch, student_config=setup.student_config,
+      teacher_config=setup.teacher_config, teacher_params=teacher_params,
+      objective_params=trainable.get("objective"), step=step, dropout_rng=rng,
+      extra_student_taps=setup.extra_student_taps)
+  metrics = {"loss": loss, **{name: value for name, value in terms.items()}}
+  if LOGITS in sites:
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights", (targets != 0).astype(jnp.float32))
+    logits = sites[LOGITS]  # [batch, length, vocab] float32
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    metrics["correct_sum"] = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+    metrics["cross_ent_sum"] = jnp.sum((log_z - target_logit) * weights)
+    metrics["weight_sum"] = jnp.sum(weights)
+  return loss, metrics
+
+
+def train_step(setup: StepConfig, state: TrainState, teacher_params: Any,
+               batch: Mapping[str, Array], rng: Array) -> tuple[TrainState, dict[str, Array]]:
+  """One optimizer update on a global batch -> (new state, scalar metrics)."""
+  step_rng = jax.random.fold_in(rng, state.step)
+  grad_fn = jax.value_and_grad(
+      lambda trainable, micro, micro_rng: _microbatch_metrics(
+          setup, trainable, teacher_params, micro, micro_rng, state.step), has_aux=True)
+  n = setup.num_microbatches
+  if n == 1:
+    (_, metrics), grads = grad_fn(state.params, batch, step_rng)
+  else:
+    micro_batches = jax.tree_util.tree_map(
+        lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), dict(batch))
+
+    def accumulate(carry, inputs):
+      grads_sum, metrics_sum = carry
+      index, micro = inputs
+      (_, metrics), grads = grad_fn(state.params, micro, jax.random.fold_in(step_rng, index))
+      add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
+      return (add(grads_sum, grads), add(metrics_sum, metrics)), None
+
+    zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    _, metric_shapes = jax.eval_shape(
+        lambda: grad_fn(state.params, jax.tree_util.tree_map(lambda x: x[0], micro_batches),
+                        step_rng)[0])
+    zero_metrics = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                          metric_shapes)
+    (grads, metrics), _ = lax.scan(accumulate, (zero_grads, zero_metrics),
+                                   (jnp.arange(n), micro_batches))
+    grads = jax.tree_util.tree_map(lambda g: g / n, grads)
+    # Per-microbatch means (loss and terms) are averaged; sums stay sums.
+    metrics = {k: (v if k.endswith("_sum") else v / n) for k, v in metrics.items()}
+
+  updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  student_grads = grads["student"]
+  out = {k: v for k, v in metrics.items() if not k.endswith("_sum")}
+  if "weight_sum" in metrics:
+    denominator = jnp.maximum(metrics["weight_sum"], 1.0)
+    out["accuracy"] = metrics["correct_sum"] / denominator
+    out["cross_ent_loss"] = metrics["cross_ent_sum"] / denominator
+  out["grad_norm"] = optax.global_norm(grads)
+  out["grad_norm/encoder"] = optax.global_norm(student_grads["encoder"])
+  out["grad_norm/decoder"] = optax.global_norm(student_grads["decoder"])
+  out["grad_norm/embedding"] = optax.global_norm(student_grads["token_embedder"])
+  out["learning_rate"] = setup.learning_rate(state.step)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, out

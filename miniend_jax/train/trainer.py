@@ -1,0 +1,292 @@
+"""The training loop: distil (or pretrain, or finetune) a T5 student, t5x-style.
+
+`train(...)` is keyword-only with everything injected, so gin binds its arguments
+(gin_configs/runs/*.gin). It validates every input before compiling anything, builds the
+mesh and shardings, initialises or restores the state, then loops: read this host's rows
+of the global batch, run the jitted step, log, checkpoint. SIGTERM (preemption) writes a
+checkpoint and returns cleanly.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.data.dataset import BatchIterator, DatasetConfig
+from miniend_jax.distill.objectives import Objective
+from miniend_jax.distill.student_init import init_student
+from miniend_jax.model.config import T5Config
+from miniend_jax.model.network import logical_axes
+from miniend_jax.train import partitioning
+from miniend_jax.train.checkpoints import Checkpointer, abstract_like
+from miniend_jax.train.metrics_writer import MetricsWriter
+from miniend_jax.train.model_info import write_model_info
+from miniend_jax.train.optimizers import Schedule, constant
+from miniend_jax.train.state import TrainState
+from miniend_jax.train.step import StepConfig, train_step
+
+
+class TrainError(ValueError):
+  """A training setting cannot work; the message names the setting to change."""
+
+
+def _check_model_dir(model_dir: str) -> None:
+  if not model_dir:
+    raise TrainError("MODEL_DIR is not set: pass --gin.MODEL_DIR=\\\"/path/to/run\\\".")
+  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    raise TrainError(f"MODEL_DIR {model_dir!r} is a file, not a directory.")
+  parent = os.path.dirname(os.path.abspath(model_dir))
+  probe = model_dir if os.path.isdir(model_dir) else parent
+  if os.path.isdir(probe) and not os.access(probe, os.W_OK):
+    raise TrainError(f"MODEL_DIR {model_dir!r} is not writable.")
+
+
+def _load_teacher(objective: Objective, teacher_checkpoint: str | None,
+                  teacher_config: T5Config | None, teacher_dtype: str | None,
+                  ) -> tuple[T5Config | None, Any, str]:
+  """(teacher config, NumPy params or None, a sentence describing the teacher)."""
+  if not objective.uses_teacher:
+    return None, None, "none (the objective has no teacher term)"
+  if teacher_checkpoint:
+    config, params = load_model(teacher_checkpoint, teacher_config)
+    origin = f"loaded from {teacher_checkpoint}"
+  elif teacher_config is not None:
+    config, params = teacher_config, None
+    origin = ("RANDOMLY INITIALISED (no TEACHER_CHECKPOINT given): the student learns "
+              "from an untrained teacher")
+  else:
+    raise TrainError("The objective distils from a teacher: set TEACHER_CHECKPOINT (or "
+                     "TEACHER_CONFIG for a randomly initialised teacher).")
+  if teacher_dtype:
+    config = config.replace(dtype=teacher_dtype, param_dtype=teacher_dtype)
+  return config, params, origin
+
+
+def _shardings_like_params(tree: Any, params: Any, param_shardings: Any,
+                           mesh: jax.sharding.Mesh) -> Any:
+  """Shardings for an optimizer state: a leaf mirroring a parameter (same path suffix and
+  shape) is laid out like it; every other leaf (counts, factored moments) is replicated."""
+  by_path = {}
+  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(params),
+                                    jax.tree_util.tree_leaves(param_shardings)):
+    by_path[tuple(str(k) for k in path)] = (leaf.shape, sharding)
+  replicated = partitioning.replicated(mesh)
+
+  def choose(path, leaf):
+    keys = tuple(str(k) for k in path)
+    for start in range(len(keys)):
+      match = by_path.get(keys[start:])
+      if match is not None and match[0] == leaf.shape:
+        return match[1]
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(choose, tree)
+
+
+def train(*, model_dir: str, student_config: T5Config, objective: Objective,
+          train_dataset_cfg: DatasetConfig, total_steps: int,
+          optimizer: Callable[..., optax.GradientTransformation],
+          learning_rate: Schedule | None = None,
+          teacher_checkpoint: str | None = None, teacher_config: T5Config | None = None,
+          teacher_dtype: str | None = None,
+          initial_checkpoint_path: str | None = None, student_init: str = "random",
+          checkpoint_period: int = 1000, keep_checkpoints: int | None = None,
+          log_period: int = 10, model_parallel_size: int = 1,
+          logical_axis_rules: partitioning.LogicalRules = partitioning.STANDARD_RULES,
+          num_microbatches: int = 1, report_accuracy: bool = True, seed: int = 0,
+          operative_config: Callable[[], str] | None = None) -> dict[str, float]:
+  """Train until `total_steps` (resuming from MODEL_DIR's latest checkpoint).
+
+  Args:
+    model_dir: MODEL_DIR: checkpoints, metrics.jsonl, config.gin, model-info.txt, train/.
+    student_config: the trained model's architecture.
+    objective: the loss (gin_configs/objectives/*.gin).
+    train_dataset_cfg: the data (a seqio task/mixture; BATCH_SIZE is its batch size).
+    total_steps: TRAIN_STEPS.
+    optimizer: an optax constructor taking `learning_rate` (e.g. optimizers.adamw).
+    learning_rate: the schedule (default constant 1e-3).
+    teacher_checkpoint: TEACHER_CHECKPOINT: a Hugging Face, t5x or miniend checkpoint.
+    teacher_config: the teacher's architecture (needed for t5x checkpoints and for a
+      random teacher; checked against the weights otherwise).
+    teacher_dtype: e.g. "bfloat16" to run and hold the teacher in lower precision.
+    initial_checkpoint_path: INITIAL_CHECKPOINT_PATH: start the student from these
+      weights (finetuning); any format load_model reads.
+    student_init: "random" or "teacher_layers" (copy maximally spaced teacher layers).
+    checkpoint_period, keep_checkpoints: every how many steps to save; how many to keep.
+    log_period: every how many steps to write metrics (means over the period).
+    model_parallel_size: MODEL_PARALLEL_SIZE: size of the mesh's "model" axis.
+    logical_axis_rules: logical axis -> mesh axis (t5x's standard rules by default).
+    num_microbatches: gradient accumulation steps per update.
+    report_accuracy: log the student's accuracy and cross-entropy on targets.
+    seed: parameter initialisation and dropout.
+    operative_config: returns the gin operative config text, written to config.gin.
+
+  Returns:
+    The last logged metrics.
+  """
+  # ---- validate everything a user can get wrong, before any compilation ----
+  _check_model_dir(model_dir)
+  if total_steps < 1:
+    raise TrainError(f"TRAIN_STEPS must be >= 1, got {total_steps}.")
+  if student_init not in ("random", "teacher_layers"):
+    raise TrainError(f"student_init must be 'random' or 'teacher_layers', got "
+                     f"{student_init!r}.")
+  teacher_config, teacher_numpy, teacher_origin = _load_teacher(
+      objective, teacher_checkpoint, teacher_config, teacher_dtype)
+  objective.check(teacher_config, student_config)
+  mesh = partitioning.make_mesh(model_parallel_size)
+  partitioning.check_batch_size(train_dataset_cfg.batch_size, mesh)
+  if (train_dataset_cfg.batch_size // jax.process_count()) % num_microbatches:
+    raise TrainError(
+        f"num_microbatches={num_microbatches} must divide the per-host batch "
+        f"({train_dataset_cfg.batch_size // jax.process_count()}).")
+  initial = None
+  if initial_checkpoint_path:
+    initial = load_model(initial_checkpoint_path, student_config)[1]
+
+  checkpointer = Checkpointer(model_dir, period=checkpoint_period, keep=keep_checkpoints)
+  start_step = checkpointer.latest_step() or 0
+  # Every host reads the whole global batch stream and keeps its own rows: the batches,
+  # and so the losses, are identical whatever the number of hosts and devices.
+  data = BatchIterator(train_dataset_cfg, shard_id=0, num_shards=1, start_step=start_step)
+  rows = train_dataset_cfg.batch_size // jax.process_count()
+  first_row = jax.process_index() * rows
+
+  schedule = learning_rate or constant(1e-3)
+  tx = optimizer(learning_rate=schedule)
+  setup = StepConfig(objective=objective, student_config=student_config,
+                     teacher_config=teacher_config, optimizer=tx, learning_rate=schedule,
+                     num_microbatches=num_microbatches, report_accuracy=report_accuracy)
+
+  with partitioning.activate(mesh, logical_axis_rules):
+    student_shardings = partitioning.logical_to_sharding(
+        mesh, logical_axes(student_config), logical_axis_rules)
+    teacher_params, teacher_shardings = None, None
+    if teacher_config is not None:
+      teacher_shardings = partitioning.logical_to_sharding(
+          mesh, logical_axes(teacher_config), logical_axis_rules)
+      if teacher_numpy is None:
+        teacher_numpy = jax.jit(
+            lambda rng: init_student(teacher_config, rng, method="random"),
+            out_shardings=teacher_shardings)(jax.random.key(seed + 1))
+      teacher_params = jax.device_put(
+          jax.tree_util.tree_map(lambda x: jnp.asarray(x, teacher_config.parameter_dtype),
+                                 teacher_numpy), teacher_shardings)
+
+    def init_trainable(rng):
+      student_rng, objective_rng = jax.random.split(rng)
+      if initial is not None:
+        student = jax.tree_util.tree_map(jnp.asarray, initial)
+      elif student_init == "teacher_layers":
+        student = init_student(student_config, student_rng, method="teacher_layers",
+                               teacher_config=teacher_config,
+                               teacher_params=teacher_params)
+      else:
+        student = init_student(student_config, student_rng, method="random")
+      trainable = {"student": student}
+      objective_params = objective.init_params(objective_rng, teacher_config, student_config)
+      if objective_params is not None:
+        trainable["objective"] = objective_params
+      return trainable
+
+    abstract_trainable = jax.eval_shape(init_trainable, jax.random.key(seed))
+    trainable_shardings = {"student": student_shardings}
+    if "objective" in abstract_trainable:
+      trainable_shardings["objective"] = jax.tree_util.tree_map(
+          lambda _: partitioning.replicated(mesh), abstract_trainable["objective"])
+    abstract_opt_state = jax.eval_shape(tx.init, abstract_trainable)
+    state_shardings = TrainState(
+        step=partitioning.replicated(mesh), params=trainable_shardings,
+        opt_state=_shardings_like_params(abstract_opt_state, abstract_trainable,
+                                         trainable_shardings, mesh))
+
+    def init_state(rng):
+      return TrainState.create(init_trainable(rng), tx)
+
+    state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(seed))
+    if start_step:
+      state, _ = checkpointer.restore(start_step, abstract_like(state))
+      logging.info("Resumed from %s at step %d.", model_dir, start_step)
+
+    _write_run_files(model_dir, operative_config, teacher_origin, student_config,
+                     teacher_config, state.params, teacher_params, mesh, logical_axis_rules)
+    batch_shardings = partitioning.batch_sharding(mesh)
+    step_fn = jax.jit(functools.partial(train_step, setup),
+                      in_shardings=(state_shardings, teacher_shardings, batch_shardings, None),
+                      out_shardings=(state_shardings, None), donate_argnums=(0,))
+    dropout_rng = jax.random.key(seed + 2)
+
+    writer = MetricsWriter(model_dir, total_steps=total_steps, start_step=start_step)
+    preempted = {"flag": False}
+    previous_handler = signal.signal(signal.SIGTERM,
+                                     lambda *_: preempted.__setitem__("flag", True))
+    last_logged: dict[str, float] = {}
+    try:
+      step = start_step
+      pending, period_start, seqs, target_tokens = [], time.time(), 0, 0
+      while step < total_steps:
+        host_batch = {k: v[first_row:first_row + rows] for k, v in next(data).items()}
+        batch = partitioning.host_batch_to_global(host_batch, mesh)
+        state, metrics = step_fn(state, teacher_params, batch, dropout_rng)
+        step += 1
+        pending.append(metrics)
+        seqs += train_dataset_cfg.batch_size
+        target_tokens += int(np.sum(host_batch["decoder_target_tokens"] != 0)) * \
+            jax.process_count()
+        if step % log_period == 0 or step == total_steps:
+          means = jax.tree_util.tree_map(lambda *v: float(np.mean(v)),
+                                         *jax.device_get(pending))
+          elapsed = max(time.time() - period_start, 1e-9)
+          means["timing/steps_per_second"] = len(pending) / elapsed
+          means["timing/seqs_per_second"] = seqs / elapsed
+          means["timing/target_tokens_per_second"] = target_tokens / elapsed
+          _check_finite(step, means)
+          writer.write(step, means)
+          last_logged = means
+          pending, period_start, seqs, target_tokens = [], time.time(), 0, 0
+        if checkpointer.should_save(step) or step == total_steps or preempted["flag"]:
+          checkpointer.save(step, state, config=student_config,
+                            data_position={"step": step})
+        if preempted["flag"]:
+          logging.warning("SIGTERM: checkpoint written at step %d; stopping.", step)
+          break
+    finally:
+      signal.signal(signal.SIGTERM, previous_handler)
+      writer.close()
+      checkpointer.close()
+  return last_logged
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+  bad = sorted(name for name, value in metrics.items() if not np.isfinite(value))
+  if bad:
+    raise FloatingPointError(
+        f"Non-finite {', '.join(bad)} at step {step}: stopping before writing a checkpoint "
+        "(lower the learning rate or check the data).")
+
+
+def _write_run_files(model_dir, operative_config, teacher_origin, student_config,
+                     teacher_config, student_params, teacher_params, mesh, rules) -> None:
+  if jax.process_index() != 0:
+    return
+  os.makedirs(model_dir, exist_ok=True)
+  if operative_config is not None:
+    with open(os.path.join(model_dir, "config.gin"), "w") as f:
+      f.write(f"# Teacher: {teacher_origin}\n")
+      f.write(operative_config())
+  logging.info("Teacher: %s", teacher_origin)
+  write_model_info(os.path.join(model_dir, "model-info.txt"), mesh=mesh, rules=rules,
+                   student_config=student_config, student_params=student_params,
+                   teacher_config=teacher_config, teacher_params=teacher_params)
