@@ -7,3 +7,34 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+import pytest  # noqa: E402  (after the environment set-up above)
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_model(tmp_path_factory) -> str:
+  """A small T5-style SentencePiece model (1000 pieces), trained once per session on the
+  start of the embedded corpus."""
+  import itertools
+
+  from miniend_jax.data import embedded_corpus, sentencepiece_training
+
+  lines = itertools.islice(embedded_corpus.sentencepiece_lines(), 3000)
+  path = str(tmp_path_factory.mktemp("sentencepiece") / "spiece.model")
+  sentencepiece_training.write_atomically(
+      path, sentencepiece_training.train_sentencepiece(lines, vocab_size=1000))
+  return path
+
+
+@pytest.fixture
+def task_vocabulary(sentencepiece_model):
+  """Points every registered task at the session's SentencePiece model (via gin, as a run
+  would) and returns the tasks' shared vocabulary."""
+  import gin
+
+  import tasks
+
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.sentencepiece_model_path.path", sentencepiece_model)
+  return tasks.vocabulary.VOCABULARY
