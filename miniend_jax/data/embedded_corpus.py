@@ -9,12 +9,10 @@ miniend_jax.data.embedded_corpus` prints the exact sizes for the running Python)
 - the pydoc topics (`pydoc_data.topics`: the language reference sections behind
   `help("if")`), one document each, id "pydoc_topics.<topic>".
 
-Harvesting imports only the modules in `MODULES`: a fixed list with nothing that opens a
-window, a browser or changes the process (no tkinter, turtle, idlelib, antigravity, this,
-webbrowser, rlcompleter). Iteration is over sorted names and duplicates are removed by
-text (the first id in sorted order keeps it), so the corpus is identical on every run of
-the same Python build; `corpus_digest()` names it. Modules missing from a Python build are
-skipped, which changes the digest, not the behaviour.
+stdlib_docstrings.py harvests them from a fixed list of modules (none with side effects),
+in a fresh isolated interpreter, in sorted order, deduplicated by text: the corpus is
+identical on every run of the same Python build, whatever the calling process imported;
+`corpus_digest()` names it.
 
 Two downstream datasets are derived from the docstrings, so fine-tuning can be tried
 offline too:
@@ -31,56 +29,15 @@ import collections
 import dataclasses
 import functools
 import hashlib
-import importlib
-import inspect
+import json
+import subprocess
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 
-import pydoc_data.topics
-
-from miniend_jax.data import document_split
+from miniend_jax.data import document_split, stdlib_docstrings
+from miniend_jax.data.errors import CorpusError
 
 VALIDATION_PERCENT = 10.0
-
-MODULES: tuple[str, ...] = tuple(sorted("""
-  abc argparse ast asyncio asyncio.base_events asyncio.events asyncio.exceptions
-  asyncio.futures asyncio.locks asyncio.protocols asyncio.queues asyncio.runners
-  asyncio.selector_events asyncio.streams asyncio.subprocess asyncio.taskgroups
-  asyncio.tasks asyncio.timeouts asyncio.transports asyncio.unix_events
-  base64 bdb binascii bisect builtins bz2 calendar cmath cmd code codecs codeop
-  collections collections.abc _collections_abc colorsys compileall concurrent.futures
-  concurrent.futures._base concurrent.futures.process concurrent.futures.thread
-  configparser contextlib contextvars copy copyreg csv ctypes dataclasses datetime decimal
-  difflib dis doctest
-  email email.charset email.contentmanager email.encoders email.errors email.feedparser
-  email.generator email.header email.headerregistry email.iterators email.message
-  email.mime.application email.mime.base email.mime.multipart email.mime.nonmultipart
-  email.mime.text email.parser email.policy email._policybase email.utils
-  enum errno filecmp fileinput fnmatch fractions ftplib functools gc getopt getpass gettext
-  glob graphlib gzip hashlib heapq hmac html html.parser http http.client http.cookiejar
-  http.cookies http.server
-  imaplib importlib importlib.abc importlib.machinery importlib.metadata importlib.resources
-  importlib.util inspect io ipaddress itertools json json.decoder json.encoder keyword
-  linecache locale logging logging.config logging.handlers lzma mailbox marshal math
-  mimetypes modulefinder
-  multiprocessing multiprocessing.connection multiprocessing.context
-  multiprocessing.managers multiprocessing.pool multiprocessing.process
-  multiprocessing.queues multiprocessing.shared_memory multiprocessing.synchronize
-  netrc numbers operator optparse os os.path pathlib pdb pickle pickletools pkgutil platform
-  plistlib poplib pprint profile pstats pyclbr pydoc py_compile queue quopri random re
-  reprlib runpy sched secrets selectors shelve shlex shutil signal smtplib socket
-  socketserver sqlite3 ssl stat statistics string stringprep struct subprocess symtable
-  sysconfig tabnanny tarfile tempfile textwrap threading time timeit token tokenize tomllib
-  trace traceback tracemalloc types typing unicodedata
-  unittest unittest.case unittest.loader unittest.main unittest.mock unittest.result
-  unittest.runner unittest.suite unittest.util
-  urllib urllib.error urllib.parse urllib.request urllib.response urllib.robotparser uuid
-  warnings wave weakref
-  xml.dom xml.dom.minidom xml.dom.pulldom xml.etree.ElementTree xml.sax xml.sax.handler
-  xml.sax.saxutils xml.sax.xmlreader xmlrpc.client xmlrpc.server zipapp zipfile zipimport
-  zlib zoneinfo
-""".split()))
 
 # The classification labels: standard-library packages with many docstrings each (at least
 # 90 on CPython 3.11), so every class has validation examples.
@@ -114,65 +71,18 @@ class Document:
     return document_split.split_of(self.id, VALIDATION_PERCENT)
 
 
-def _docstring(obj) -> str:
-  doc = getattr(obj, "__doc__", None)
-  return inspect.cleandoc(doc).strip() if isinstance(doc, str) else ""
-
-
-def _documented_members(cls) -> Iterator[tuple[str, object]]:
-  """(name, function) for the methods and properties a class defines itself."""
-  for name in sorted(vars(cls)):
-    member = vars(cls)[name]
-    if isinstance(member, (staticmethod, classmethod)):
-      member = member.__func__
-    elif isinstance(member, property):
-      member = member.fget
-    if (inspect.isfunction(member) or inspect.isbuiltin(member)
-        or inspect.ismethoddescriptor(member)):
-      yield name, member
-
-
-def _module_docstrings(module_name: str) -> Iterator[tuple[str, str]]:
-  """(id, text) for a module's docstring and those of the objects it defines."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # Deprecated modules and attributes warn on access.
-    try:
-      module = importlib.import_module(module_name)
-    except ImportError:  # Optional in some Python builds (sqlite3, ssl, ...).
-      return
-    yield module_name, _docstring(module)
-    for name in sorted(vars(module)):
-      obj = vars(module)[name]
-      if getattr(obj, "__module__", None) != module_name:
-        continue  # Re-exported from elsewhere, or not a definition at all.
-      if inspect.isclass(obj):
-        yield f"{module_name}.{name}", _docstring(obj)
-        for member_name, member in _documented_members(obj):
-          yield f"{module_name}.{name}.{member_name}", _docstring(member)
-      elif inspect.isfunction(obj) or inspect.isbuiltin(obj):
-        yield f"{module_name}.{name}", _docstring(obj)
-
-
-def _raw_documents() -> Iterator[Document]:
-  for module_name in MODULES:
-    package = module_name.split(".")[0]
-    for doc_id, text in _module_docstrings(module_name):
-      yield Document(doc_id, text, package)
-  for topic in sorted(pydoc_data.topics.topics):
-    text = pydoc_data.topics.topics[topic].strip()
-    yield Document(f"pydoc_topics.{topic}", text, "pydoc_topics")
-
-
 @functools.lru_cache(maxsize=1)
 def documents() -> tuple[Document, ...]:
-  """Every document of the embedded corpus, deduplicated by text, in a fixed order."""
-  seen_texts = set()
-  unique = []
-  for document in _raw_documents():
-    if document.text and document.text not in seen_texts:
-      seen_texts.add(document.text)
-      unique.append(document)
-  return tuple(unique)
+  """Every document of the embedded corpus, deduplicated by text, in a fixed order.
+
+  Harvested once per process by stdlib_docstrings.py in a fresh `python -I` interpreter
+  (about a second), so the result does not depend on what this process has imported.
+  """
+  result = subprocess.run([sys.executable, "-I", stdlib_docstrings.__file__],
+                          capture_output=True, text=True, check=False)
+  if result.returncode:
+    raise CorpusError(f"Harvesting the embedded corpus failed:\n{result.stderr[-2000:]}")
+  return tuple(Document(*row) for row in json.loads(result.stdout))
 
 
 def split_documents(split: str) -> tuple[Document, ...]:
@@ -219,13 +129,19 @@ def summary_and_body(text: str) -> tuple[str, str] | None:
 
 
 def summarization_examples(split: str) -> list[dict[str, str]]:
-  """{"id", "document", "summary"} for the docstrings of `split` with a summary line."""
-  examples = []
-  for document in split_documents(split):
-    if document.package == "pydoc_topics":
+  """{"id", "document", "summary"} for the docstrings of `split` with a summary line.
+
+  Docstrings that differ only in their summary share a body; the body stays with the first
+  of them in corpus order, so no input appears in two splits.
+  """
+  _check_split(split)
+  examples, seen_bodies = [], set()
+  for document in documents():
+    pair = summary_and_body(document.text) if document.package != "pydoc_topics" else None
+    if pair is None or pair[1] in seen_bodies:
       continue
-    pair = summary_and_body(document.text)
-    if pair is not None:
+    seen_bodies.add(pair[1])
+    if document.split == split:
       examples.append({"id": document.id, "document": pair[1], "summary": pair[0]})
   return examples
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
 import sentencepiece as spm
 
 from miniend_jax.data import corpus_files
-from miniend_jax.data.errors import CorpusError, VocabularyError
+from miniend_jax.data.errors import CorpusError, DataError, VocabularyError
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 # Part of the cache key: bump it when the training options below change.
@@ -130,10 +131,13 @@ def corpus_lines(corpus: str, *, text_key: str = "text",
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  content = train_sentencepiece(
-      corpus_lines(FLAGS.corpus, text_key=FLAGS.text_key, encoding=FLAGS.encoding),
-      vocab_size=FLAGS.vocab_size, model_type=FLAGS.model_type,
-      character_coverage=FLAGS.character_coverage)
+  try:
+    content = train_sentencepiece(
+        corpus_lines(FLAGS.corpus, text_key=FLAGS.text_key, encoding=FLAGS.encoding),
+        vocab_size=FLAGS.vocab_size, model_type=FLAGS.model_type,
+        character_coverage=FLAGS.character_coverage)
+  except DataError as error:  # A bad corpus or size: one line, no traceback.
+    sys.exit(f"error: {error}")
   write_atomically(FLAGS.output, content)
   processor = spm.SentencePieceProcessor(model_proto=content)
   print(f"Wrote {FLAGS.output}: {processor.get_piece_size()} pieces "

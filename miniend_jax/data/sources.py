@@ -183,36 +183,39 @@ class HuggingFaceSource(seqio.DataSource):
     return [split]
 
   def _load(self, split: str):
+    """The dataset of `split`, after checking that its first example has our fields."""
     import datasets  # Heavy, and only needed by Hugging Face tasks.
 
     try:
-      return datasets.load_dataset(self._path, self._name, split=self._split_map[split],
-                                   streaming=self._streaming, data_files=self._data_files)
+      dataset = datasets.load_dataset(self._path, self._name, split=self._split_map[split],
+                                      streaming=self._streaming, data_files=self._data_files)
+      first = next(iter(dataset), None)
+    except StopIteration:  # Raised while inferring the features of empty data files.
+      first = None
     except Exception as error:  # Network, missing dataset, bad config: all user-fixable.
       raise CorpusError(
           f"Cannot load the Hugging Face dataset {self._path!r} (config {self._name!r}, "
-          f"split {self._split_map[split]!r}): {error}. Without network access, use a local "
-          "copy (HF_DATASETS_OFFLINE=1 with a filled cache, or local data_files).") from error
-
-  def _check_first_example(self, dataset, split: str) -> None:
-    first = next(iter(dataset), None)
+          f"split {self._split_map[split]!r}): {str(error) or type(error).__name__}. Without "
+          "network access, use a local copy (HF_DATASETS_OFFLINE=1 with a filled cache, or "
+          "local data_files).") from error
     if first is None:
       raise CorpusError(f"The {split!r} split of the Hugging Face dataset {self._path!r} is "
-                        "empty.")
-    bad = [f for f in self._fields if not isinstance(first.get(f), str)]
-    if bad:
+                        "empty (or its data_files match no file).")
+    missing = [f for f in self._fields if not isinstance(first.get(f), str)]
+    if missing:
       raise CorpusError(
-          f"The Hugging Face dataset {self._path!r} has no string field {bad[0]!r}; its "
+          f"The Hugging Face dataset {self._path!r} has no string field {missing[0]!r}; its "
           f"fields are {sorted(first)}.")
+    return dataset
 
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
                   shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                   use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
     del sequence_length, use_cached, num_epochs  # Handled by the Task.
     import datasets
+    import datasets.distributed
 
     dataset = self._load(split)
-    self._check_first_example(dataset, split)
     if shard_info and shard_info.num_shards > 1:
       dataset = datasets.distributed.split_dataset_by_node(
           dataset, rank=shard_info.index, world_size=shard_info.num_shards)
