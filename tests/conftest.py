@@ -27,10 +27,11 @@ def sentencepiece_model(tmp_path_factory) -> str:
   return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def task_vocabulary(sentencepiece_model):
   """Points every registered task at the session's SentencePiece model (via gin, as a run
-  would) and returns the tasks' shared vocabulary."""
+  would) and returns the tasks' shared vocabulary. Module-scoped, so module fixtures can
+  use it; bound again per module in case another test cleared gin's config."""
   import gin
 
   import tasks

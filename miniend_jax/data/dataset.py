@@ -140,6 +140,11 @@ def get_dataset(config: DatasetConfig, *, shard_id: int | None = None,
   dataset = dataset.batch(config.batch_size // num_shards, drop_remainder=True)
   options = tf.data.Options()
   options.deterministic = True
+  # Saving an iterator whose state lives in Python (from_generator) must fail, not write a
+  # checkpoint that silently restarts the generator. (BatchIterator refuses known
+  # Python-read sources up front with a clearer message.)
+  options.experimental_external_state_policy = (
+      tf.data.experimental.ExternalStatePolicy.FAIL)
   return dataset.skip(start_step).with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
@@ -161,6 +166,10 @@ class BatchIterator:
                                start_step=start_step)
     self._iterator = iter(self.dataset)
     self._step = tf.Variable(start_step, dtype=tf.int64, trainable=False)
+    self._name = config.mixture_or_task_name
+    self._reads_in_python = any(
+        getattr(task.source, "reads_in_python", False)
+        for task in seqio.get_subtasks(get_mixture_or_task(self._name)))
 
   @property
   def step(self) -> int:
@@ -180,16 +189,15 @@ class BatchIterator:
     return {name: tensor.numpy() for name, tensor in batch.items()}
 
   def _checkpoint(self) -> tf.train.Checkpoint:
+    if self._reads_in_python:
+      raise DataError(
+          f"{self._name!r} reads data through Python (local files or Hugging Face), whose "
+          "position tf.data cannot save: resume with start_step instead.")
     return tf.train.Checkpoint(iterator=self._iterator, step=self._step)
 
   def save(self, path: str) -> str:
     """Writes the iterator's position (and step) to files with prefix `path`."""
-    try:
-      return self._checkpoint().write(path)
-    except (tf.errors.UnimplementedError, tf.errors.FailedPreconditionError) as error:
-      raise DataError(
-          "This dataset's position cannot be saved (a source reads through Python, e.g. "
-          "local files or Hugging Face): resume with start_step instead.") from error
+    return self._checkpoint().write(path)
 
   def restore(self, path: str) -> None:
     """Continues from the position saved at `path` by `save` with the same config."""

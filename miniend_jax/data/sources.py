@@ -83,6 +83,8 @@ class InMemorySource(seqio.DataSource):
 class LocalFilesSource(seqio.DataSource):
   """Documents {"id", "text"} from local .txt (one per line) or .jsonl/.json files.
 
+  Read by a Python generator: tf.data cannot checkpoint its position (`reads_in_python`).
+
   Args:
     files: glob pattern(s) of one corpus, split into "train" and "validation" by document
       id (`validation_percent`); or a mapping {split: pattern(s)} for explicit splits.
@@ -90,6 +92,8 @@ class LocalFilesSource(seqio.DataSource):
     encoding: the files' text encoding.
     validation_percent: share of documents in "validation" when `files` is not a mapping.
   """
+
+  reads_in_python = True
 
   def __init__(self, files: str | Sequence[str] | Mapping[str, str | Sequence[str]], *,
                text_key: str = "text", encoding: str = "utf-8",
@@ -156,6 +160,8 @@ class LocalFilesSource(seqio.DataSource):
 class HuggingFaceSource(seqio.DataSource):
   """String fields of a Hugging Face dataset, e.g. allenai/c4 "en" streamed.
 
+  Read by a Python generator: tf.data cannot checkpoint its position (`reads_in_python`).
+
   Args:
     path: the dataset's name on the Hub or a builder such as "json" or "parquet".
     fields: the (string) fields to keep.
@@ -165,6 +171,8 @@ class HuggingFaceSource(seqio.DataSource):
     data_files: local files for builders such as "json".
     shuffle_buffer_size: examples in the streaming shuffle buffer when shuffling.
   """
+
+  reads_in_python = True
 
   def __init__(self, path: str, *, fields: Sequence[str], splits: Mapping[str, str],
                name: str | None = None, streaming: bool = True,
