@@ -39,3 +39,36 @@ def task_vocabulary(sentencepiece_model):
   with gin.unlock_config():
     gin.bind_parameter("tasks.sentencepiece_model_path.path", sentencepiece_model)
   return tasks.vocabulary.VOCABULARY
+
+
+@pytest.fixture(scope="session")
+def tiny_tfds_data_dir(tmp_path_factory):
+  """Every TFDS dataset the tasks read, tiny, in a data directory seqio reads from."""
+  import seqio
+
+  from tests import tiny_datasets
+
+  data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
+  tiny_datasets.write_tfds_datasets(data_dir)
+  seqio.set_tfds_data_dir_override(data_dir)
+  yield data_dir
+  seqio.set_tfds_data_dir_override(None)
+
+
+@pytest.fixture(scope="module")
+def hf_stand_ins(tmp_path_factory):
+  """Hugging Face loads of the tasks' datasets answered from local JSON-lines stand-ins."""
+  import datasets
+
+  from tests import tiny_datasets
+
+  files = tiny_datasets.write_hf_files(str(tmp_path_factory.mktemp("hf")))
+  real_load = datasets.load_dataset
+
+  def load_stand_in(path, name=None, *, split, streaming, data_files=None):
+    del name, split, data_files
+    return real_load("json", data_files=files[path], split="train", streaming=streaming)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(datasets, "load_dataset", load_stand_in)
+    yield files
