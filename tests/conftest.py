@@ -8,20 +8,67 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import pytest  # noqa: E402  (after the environment above)
+
+import pytest  # noqa: E402  (after the environment set-up above)
 
 
 @pytest.fixture(scope="session")
 def sentencepiece_model(tmp_path_factory) -> str:
-  """A small T5-style SentencePiece model (PAD 0, EOS 1, UNK 2, no BOS), trained once."""
-  import pydoc_data.topics  # pylint: disable=g-import-not-at-top
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-  directory = tmp_path_factory.mktemp("spm")
-  corpus = directory / "corpus.txt"
-  text = "\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics))
-  corpus.write_text(text[:300_000])
-  spm.SentencePieceTrainer.train(
-      input=str(corpus), model_prefix=str(directory / "spm"), vocab_size=300,
-      model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
-      character_coverage=1.0, minloglevel=2)
-  return str(directory / "spm.model")
+  """A small T5-style SentencePiece model (1000 pieces), trained once per session on the
+  start of the embedded corpus."""
+  import itertools
+
+  from miniend_jax.data import embedded_corpus, sentencepiece_training
+
+  lines = itertools.islice(embedded_corpus.sentencepiece_lines(), 3000)
+  path = str(tmp_path_factory.mktemp("sentencepiece") / "spiece.model")
+  sentencepiece_training.write_atomically(
+      path, sentencepiece_training.train_sentencepiece(lines, vocab_size=1000))
+  return path
+
+
+@pytest.fixture(scope="module")
+def task_vocabulary(sentencepiece_model):
+  """Points every registered task at the session's SentencePiece model (via gin, as a run
+  would) and returns the tasks' shared vocabulary. Module-scoped, so module fixtures can
+  use it; bound again per module in case another test cleared gin's config."""
+  import gin
+
+  import tasks
+
+  with gin.unlock_config():
+    gin.bind_parameter("tasks.sentencepiece_model_path.path", sentencepiece_model)
+  return tasks.vocabulary.VOCABULARY
+
+
+@pytest.fixture(scope="session")
+def tiny_tfds_data_dir(tmp_path_factory):
+  """Every TFDS dataset the tasks read, tiny, in a data directory seqio reads from."""
+  import seqio
+
+  from tests import tiny_datasets
+
+  data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
+  tiny_datasets.write_tfds_datasets(data_dir)
+  seqio.set_tfds_data_dir_override(data_dir)
+  yield data_dir
+  seqio.set_tfds_data_dir_override(None)
+
+
+@pytest.fixture(scope="module")
+def hf_stand_ins(tmp_path_factory):
+  """Hugging Face loads of the tasks' datasets answered from local JSON-lines stand-ins."""
+  import datasets
+
+  from tests import tiny_datasets
+
+  files = tiny_datasets.write_hf_files(str(tmp_path_factory.mktemp("hf")))
+  real_load = datasets.load_dataset
+
+  def load_stand_in(path, name=None, *, split, streaming, data_files=None):
+    del name, split, data_files
+    return real_load("json", data_files=files[path], split="train", streaming=streaming)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(datasets, "load_dataset", load_stand_in)
+    yield files

@@ -1,0 +1,81 @@
+"""Documents from local corpus files: plain text (one document per line) or JSON lines.
+
+Pure Python, no TensorFlow: both the SentencePiece trainer and the seqio file source read
+corpora through here, so both stop on the same clear `CorpusError` (file, line and the
+setting to change) for a missing file, bytes that are not valid text in the configured
+encoding, a JSON line without the text field, or a corpus with no document.
+
+A file is read as JSON lines when its name ends in .jsonl or .json (one object per line,
+the text under `text_key`), otherwise as plain text with one document per non-blank line.
+Document ids are "<file name>:<line number>", stable as long as the file is.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterator, Sequence
+
+from miniend_jax.data.errors import CorpusError
+
+JSON_SUFFIXES = (".jsonl", ".json")
+
+
+def expand_patterns(patterns: str | Sequence[str]) -> list[str]:
+  """The sorted files matching glob `patterns`; a pattern matching nothing is an error."""
+  if isinstance(patterns, str):
+    patterns = [patterns]
+  files = []
+  for pattern in patterns:
+    matches = sorted(glob.glob(os.path.expanduser(pattern)))
+    if not matches:
+      raise CorpusError(f"No corpus file matches {pattern!r}: check the path or pattern.")
+    files.extend(matches)
+  return files
+
+
+def _line_text(path: str, number: int, line: str, text_key: str) -> str:
+  if not path.endswith(JSON_SUFFIXES):
+    return line
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as error:
+    raise CorpusError(f"{path}:{number} is not valid JSON ({error.msg}); each line of a "
+                      f".jsonl/.json corpus must be one JSON object.") from None
+  if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
+    raise CorpusError(f"{path}:{number} has no string field {text_key!r}; set text_key to "
+                      "the field that holds the text.")
+  return record[text_key]
+
+
+def read_file(path: str, *, text_key: str = "text",
+              encoding: str = "utf-8") -> Iterator[tuple[str, str]]:
+  """(id, text) for each non-blank document of one corpus file."""
+  name = os.path.basename(path)
+  with open(path, "rb") as stream:
+    for number, raw in enumerate(stream, start=1):
+      try:
+        line = raw.decode(encoding)
+      except UnicodeDecodeError as error:
+        raise CorpusError(
+            f"{path}:{number} is not valid {encoding} text (byte {raw[error.start]:#04x} at "
+            f"column {error.start + 1}); re-encode the file or set encoding to the file's "
+            "encoding.") from None
+      if not line.strip():
+        continue
+      text = _line_text(path, number, line, text_key).strip()
+      if text:
+        yield f"{name}:{number}", text
+
+
+def read_documents(files: Sequence[str], *, text_key: str = "text",
+                   encoding: str = "utf-8") -> Iterator[tuple[str, str]]:
+  """(id, text) for each document of `files` in order; an empty corpus is an error."""
+  count = 0
+  for path in files:
+    for document in read_file(path, text_key=text_key, encoding=encoding):
+      count += 1
+      yield document
+  if not count:
+    raise CorpusError(f"The corpus {list(files)} holds no document (no non-blank line).")
