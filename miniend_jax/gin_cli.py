@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -19,6 +20,14 @@ GIN_PREFIX = "--gin."
 # gin_configs/ sits beside the package in the source tree (editable installs).
 PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "gin_configs")
+
+
+class _QuietSearchMisses(logging.Filter):
+  """gin logs an ERROR for every search path an include is not found under, before it
+  finds it under the next one; those misses are not errors."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
 
 
 class GinConfigError(ValueError):
@@ -42,6 +51,7 @@ def rewrite_gin_flags(argv: Sequence[str]) -> list[str]:
 def parse(gin_files: Sequence[str], gin_bindings: Sequence[str],
           search_paths: Sequence[str] = ()) -> None:
   """Parse files then bindings, finalize, and turn gin's errors into one clear message."""
+  logging.getLogger().addFilter(_QuietSearchMisses())
   paths = [p for p in search_paths if p] + [os.getcwd(), PACKAGE_GIN_DIR]
   for path in paths:
     gin.add_config_file_search_path(path)
@@ -52,7 +62,8 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str],
           f"gin file {gin_file!r} was not found in {paths}{_close_file_hint(gin_file)}.")
   try:
     gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=True)
-  except (ValueError, KeyError, SyntaxError, ImportError) as error:
+  except (ValueError, KeyError, SyntaxError, ImportError, NameError, TypeError,
+          AttributeError) as error:
     raise GinConfigError(f"gin configuration error: {_first_line(error)}") from None
 
 

@@ -48,8 +48,9 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
   """
   if not coordinator_address:
     return
-  if jax.default_backend() == "cpu" or jax.config.jax_platforms == "cpu":
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # Only the CPU backend reads this; asking for the backend here would initialise it too
+  # early for jax.distributed.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=process_count, process_id=process_index)
 

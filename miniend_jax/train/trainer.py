@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,6 +103,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           initial_checkpoint_path: str | None = None, student_init: str = "random",
           checkpoint_period: int = 1000, keep_checkpoints: int | None = None,
           log_period: int = 10, model_parallel_size: int = 1,
+          num_devices: int | None = None,
           logical_axis_rules: partitioning.LogicalRules = partitioning.STANDARD_RULES,
           num_microbatches: int = 1, report_accuracy: bool = True, seed: int = 0,
           operative_config: Callable[[], str] | None = None) -> dict[str, float]:
@@ -127,6 +127,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     checkpoint_period, keep_checkpoints: every how many steps to save; how many to keep.
     log_period: every how many steps to write metrics (means over the period).
     model_parallel_size: MODEL_PARALLEL_SIZE: size of the mesh's "model" axis.
+    num_devices: use only the first N devices (default: all devices of all hosts).
     logical_axis_rules: logical axis -> mesh axis (t5x's standard rules by default).
     num_microbatches: gradient accumulation steps per update.
     report_accuracy: log the student's accuracy and cross-entropy on targets.
@@ -146,7 +147,12 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   teacher_config, teacher_numpy, teacher_origin = _load_teacher(
       objective, teacher_checkpoint, teacher_config, teacher_dtype)
   objective.check(teacher_config, student_config)
-  mesh = partitioning.make_mesh(model_parallel_size)
+  devices = jax.devices()
+  if num_devices is not None:
+    if not 1 <= num_devices <= len(devices):
+      raise TrainError(f"num_devices={num_devices} must be in [1, {len(devices)}].")
+    devices = devices[:num_devices]
+  mesh = partitioning.make_mesh(model_parallel_size, devices)
   partitioning.check_batch_size(train_dataset_cfg.batch_size, mesh)
   if (train_dataset_cfg.batch_size // jax.process_count()) % num_microbatches:
     raise TrainError(
@@ -156,11 +162,14 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   if initial_checkpoint_path:
     initial = load_model(initial_checkpoint_path, student_config)[1]
 
-  checkpointer = Checkpointer(model_dir, period=checkpoint_period, keep=keep_checkpoints)
-  start_step = checkpointer.latest_step() or 0
+  # Nothing is created in MODEL_DIR until the data, too, has been checked.
+  start_step = 0
+  if os.path.isdir(model_dir):
+    start_step = Checkpointer(model_dir, period=checkpoint_period).latest_step() or 0
   # Every host reads the whole global batch stream and keeps its own rows: the batches,
   # and so the losses, are identical whatever the number of hosts and devices.
   data = BatchIterator(train_dataset_cfg, shard_id=0, num_shards=1, start_step=start_step)
+  checkpointer = Checkpointer(model_dir, period=checkpoint_period, keep=keep_checkpoints)
   rows = train_dataset_cfg.batch_size // jax.process_count()
   first_row = jax.process_index() * rows
 

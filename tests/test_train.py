@@ -1,0 +1,243 @@
+"""The trainer end to end on tiny configs: CLI, outputs, meshes, hosts, resume, bad input."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import gin
+import jax
+import numpy as np
+import pytest
+
+from miniend_jax import gin_cli
+from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.convert.validation import CheckpointError
+from miniend_jax.data.errors import DataError
+from miniend_jax.distill.objectives import ObjectiveError
+from miniend_jax.train import trainer
+from miniend_jax.train.partitioning import PartitioningError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = "experiments/tiny_distill.gin"
+# Few steps, a log line and a checkpoint every step or two: what the tests compare.
+FAST = ["TRAIN_STEPS = 4", "LOG_PERIOD = 1", "CHECKPOINT_PERIOD = 2"]
+
+
+def train_with(model_dir, *bindings, gin_files=(TINY,), vocabulary=None):
+  """Run the configured trainer in this process (as `python -m miniend_jax.train` does)."""
+  gin.clear_config()
+  extra = [f'tasks.sentencepiece_model_path.path = "{vocabulary}"'] \
+      if vocabulary else []
+  gin_cli.parse(list(gin_files), [f'MODEL_DIR = "{model_dir}"', *FAST, *extra, *bindings])
+  try:
+    return gin.get_configurable(trainer.train)(operative_config=gin.operative_config_str)
+  finally:
+    gin.clear_config()
+
+
+def read_metrics(model_dir):
+  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def cli(model_dir, *flags, env=None, vocabulary=None, **popen):
+  command = [sys.executable, "-m", "miniend_jax.train", f"--gin_file={TINY}",
+             f'--gin.MODEL_DIR="{model_dir}"'] + [f"--gin.{b.replace(' = ', '=')}" for b in FAST]
+  if vocabulary:
+    command.append(f'--gin.tasks.sentencepiece_model_path.path="{vocabulary}"')
+  environment = {**os.environ, "PYTHONPATH": REPO, **(env or {})}
+  return subprocess.Popen(command + list(flags), cwd=REPO, env=environment,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          **popen)
+
+
+@pytest.fixture(scope="module")
+def single_device_run(tmp_path_factory, sentencepiece_model):
+  model_dir = str(tmp_path_factory.mktemp("one_device") / "run")
+  train_with(model_dir, "trainer.train.num_devices = 1", vocabulary=sentencepiece_model)
+  return model_dir
+
+
+def test_cli_distils_and_writes_every_output(tmp_path, sentencepiece_model):
+  model_dir = str(tmp_path / "run")
+  process = cli(model_dir, vocabulary=sentencepiece_model)
+  output, _ = process.communicate(timeout=600)
+  assert process.returncode == 0, output
+  assert "step 4/4" in output and "loss" in output  # the console progress line
+  files = set(os.listdir(model_dir))
+  assert {"config.gin", "model-info.txt", "metrics.jsonl", "train", "checkpoint_2",
+          "checkpoint_4"} <= files
+  config_gin = open(os.path.join(model_dir, "config.gin")).read()
+  assert "RANDOMLY INITIALISED" in config_gin
+  assert "trainer.train" in config_gin and "TRAIN_STEPS = 4" in config_gin
+  info = open(os.path.join(model_dir, "model-info.txt")).read()
+  assert "# student total parameters:" in info and "# teacher (frozen) total" in info
+  assert "encoder/layers_0/attention/query/kernel\t(32, 32)\tfloat32\t('embed', 'joined_kv')" \
+      in info
+  metrics = read_metrics(model_dir)
+  assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+  for record in metrics:
+    for key in ("loss", "logit_kl", "decoder_self_relations", "encoder_self_relations",
+                "learning_rate", "grad_norm/encoder", "grad_norm/decoder", "accuracy",
+                "timing/seqs_per_second", "timing/target_tokens_per_second"):
+      assert np.isfinite(record[key]), key
+    terms = record["logit_kl"] + (record["decoder_self_relations"]
+                                  + record["encoder_self_relations"])
+    assert record["loss"] == pytest.approx(terms, rel=1e-5)
+  events = os.listdir(os.path.join(model_dir, "train"))
+  assert any(name.startswith("events.out.tfevents") for name in events)
+  config, params = load_model(model_dir)
+  assert config.emb_dim == 32 and params["encoder"]["layers_0"]
+
+
+def test_pretrain_without_a_teacher(tmp_path, sentencepiece_model):
+  model_dir = str(tmp_path / "pretrain")
+  train_with(model_dir, "MIXTURE_OR_TASK_NAME = 'embedded_span_corruption'",
+             "TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 8}", "BATCH_SIZE = 8",
+             "STUDENT_CONFIG = %TINY", "tiny/config.preset.vocab_size = 1152",
+             "WARMUP_STEPS = 2",
+             gin_files=("runs/pretrain.gin", "models/tiny.gin"),
+             vocabulary=sentencepiece_model)
+  metrics = read_metrics(model_dir)
+  assert set(metrics[0]) >= {"loss", "cross_entropy", "accuracy", "cross_ent_loss"}
+  assert "logit_kl" not in metrics[0]
+  config_gin = open(os.path.join(model_dir, "config.gin")).read()
+  assert "Teacher: none" in config_gin
+
+
+def test_loss_goes_down_on_a_fixed_batch():
+  """30 steps of MiniEnD-E on one batch drive the distillation loss well down."""
+  from miniend_jax.distill import objectives  # pylint: disable=g-import-not-at-top
+  from miniend_jax.distill.student_init import init_student  # pylint: disable=g-import-not-at-top
+  from miniend_jax.model import preset  # pylint: disable=g-import-not-at-top
+  from miniend_jax.train import optimizers, step as step_lib  # pylint: disable=g-import-not-at-top
+  from miniend_jax.train.state import TrainState  # pylint: disable=g-import-not-at-top
+  student = preset("tiny")
+  teacher = preset("tiny", emb_dim=48, num_heads=4, head_dim=12, num_encoder_layers=3)
+  objective = objectives.Objective([
+      objectives.LogitKL(),
+      objectives.AttentionRelations(stack="decoder", attention="self", num_relation_heads=4),
+      objectives.AttentionRelations(stack="encoder", attention="self", num_relation_heads=4)])
+  schedule = optimizers.constant(3e-3)
+  tx = optimizers.adamw(schedule)
+  setup = step_lib.StepConfig(objective=objective, student_config=student,
+                              teacher_config=teacher, optimizer=tx, learning_rate=schedule)
+  rng = np.random.default_rng(0)
+  targets = rng.integers(2, student.vocab_size, (4, 8))
+  batch = {"encoder_input_tokens": rng.integers(2, student.vocab_size, (4, 12)),
+           "decoder_input_tokens": np.concatenate([np.zeros((4, 1), int), targets[:, :-1]], 1),
+           "decoder_target_tokens": targets}
+  teacher_params = init_student(teacher, jax.random.key(1))
+  state = TrainState.create({"student": init_student(student, jax.random.key(2))}, tx)
+  step_fn = jax.jit(lambda s, b: step_lib.train_step(setup, s, teacher_params, b,
+                                                     jax.random.key(3)))
+  losses = []
+  for _ in range(30):
+    state, metrics = step_fn(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert int(state.step) == 30
+
+
+def test_same_losses_on_one_device_and_a_2x4_mesh(tmp_path, single_device_run,
+                                                  sentencepiece_model):
+  model_dir = str(tmp_path / "mesh")
+  train_with(model_dir, "MODEL_PARALLEL_SIZE = 4", vocabulary=sentencepiece_model)
+  assert "{'data': 2, 'model': 4}" in open(os.path.join(model_dir, "model-info.txt")).read()
+  one = [m["loss"] for m in read_metrics(single_device_run)]
+  mesh = [m["loss"] for m in read_metrics(model_dir)]
+  np.testing.assert_allclose(mesh, one, atol=1e-5, rtol=0)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_same_losses_as_two_processes_of_four_devices(tmp_path, single_device_run,
+                                                      sentencepiece_model):
+  model_dir = str(tmp_path / "two_hosts")
+  address = f"127.0.0.1:{_free_port()}"
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+  processes = [cli(model_dir, f"--coordinator_address={address}", "--process_count=2",
+                   f"--process_index={index}", "--gin.MODEL_PARALLEL_SIZE=2",
+                   env=env, vocabulary=sentencepiece_model) for index in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  for process, output in zip(processes, outputs):
+    assert process.returncode == 0, output[-3000:]
+  info = open(os.path.join(model_dir, "model-info.txt")).read()
+  assert "over 8 devices, 2 process(es)" in info
+  one = [m["loss"] for m in read_metrics(single_device_run)]
+  hosts = [m["loss"] for m in read_metrics(model_dir)]
+  np.testing.assert_allclose(hosts, one, atol=1e-5, rtol=0)
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path, single_device_run, sentencepiece_model):
+  """Stopped after checkpoint_2 and restarted, steps 3-4 and the final weights match."""
+  model_dir = str(tmp_path / "resumed")
+  shutil.copytree(single_device_run, model_dir)
+  shutil.rmtree(os.path.join(model_dir, "checkpoint_4"))
+  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+    first_two = f.readlines()[:2]
+  with open(os.path.join(model_dir, "metrics.jsonl"), "w") as f:
+    f.writelines(first_two)
+  train_with(model_dir, "trainer.train.num_devices = 1", vocabulary=sentencepiece_model)
+  resumed = read_metrics(model_dir)
+  uninterrupted = read_metrics(single_device_run)
+  assert [m["step"] for m in resumed] == [1, 2, 3, 4]
+  for a, b in zip(resumed[2:], uninterrupted[2:]):
+    for key in ("loss", "logit_kl", "grad_norm/encoder", "learning_rate"):
+      assert a[key] == pytest.approx(b[key], abs=1e-6), key
+  final_resumed = load_model(model_dir)[1]
+  final_uninterrupted = load_model(single_device_run)[1]
+  for x, y in zip(jax.tree_util.tree_leaves(final_resumed),
+                  jax.tree_util.tree_leaves(final_uninterrupted)):
+    np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+def test_sigterm_writes_a_loadable_checkpoint_and_exits_cleanly(tmp_path, sentencepiece_model):
+  model_dir = str(tmp_path / "preempted")
+  process = cli(model_dir, "--gin.TRAIN_STEPS=100000", "--gin.CHECKPOINT_PERIOD=100000",
+                vocabulary=sentencepiece_model)
+  lines = []
+  deadline = time.time() + 600
+  for line in process.stdout:
+    lines.append(line)
+    if "step 2/" in line or time.time() > deadline:
+      break
+  process.send_signal(signal.SIGTERM)
+  rest, _ = process.communicate(timeout=300)
+  assert process.returncode == 0, "".join(lines) + rest
+  steps = [name for name in os.listdir(model_dir) if name.startswith("checkpoint_")]
+  assert len(steps) == 1 and int(steps[0].split("_")[1]) >= 2
+  config, params = load_model(model_dir)
+  assert config.num_encoder_layers == 2 and jax.tree_util.tree_leaves(params)
+
+
+@pytest.mark.parametrize("bindings,gin_files,error,message", [
+    (["MIXTURE_OR_TASK_NAME = %gin.REQUIRED"], (TINY,), Exception, "MIXTURE_OR_TASK_NAME"),
+    ([], (TINY, "objectives/miniend_x.gin"), gin_cli.GinConfigError,
+     "did you mean 'objectives/miniend_e.gin'"),
+    (["MIXTURE_OR_TASK_NAME = 'embeded_span_corruption'"], (TINY,), DataError,
+     "Did you mean 'embedded_span_corruption'"),
+    (["TEACHER_CHECKPOINT = '/nonexistent/teacher'"], (TINY,), CheckpointError,
+     "does not exist"),
+    (["teacher/config.preset.vocab_size = 2048"], (TINY,), ObjectiveError, "vocab"),
+    (["BATCH_SIZE = 6"], (TINY,), PartitioningError, "BATCH_SIZE=6 is not divisible"),
+    (["TASK_FEATURE_LENGTHS = {'inputs': 64}"], (TINY,), DataError, "targets"),
+])
+def test_bad_input_is_refused_before_compiling_and_touches_nothing(
+    tmp_path, sentencepiece_model, bindings, gin_files, error, message):
+  model_dir = tmp_path / "run"
+  model_dir.mkdir()
+  (model_dir / "notes.txt").write_text("keep")
+  with pytest.raises(error, match=message):
+    train_with(str(model_dir), *bindings, gin_files=gin_files, vocabulary=sentencepiece_model)
+  assert os.listdir(model_dir) == ["notes.txt"]
+  assert (model_dir / "notes.txt").read_text() == "keep"
