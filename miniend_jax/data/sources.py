@@ -111,11 +111,12 @@ class LocalFilesSource(seqio.DataSource):
     self._counts: dict[tuple, int] = {}
 
   def _documents(self, split: str, files: Sequence[str]) -> Iterator[tuple[str, str]]:
-    for doc_id, text in corpus_files.read_documents(files, text_key=self._text_key,
-                                                    encoding=self._encoding):
-      if (self._validation_percent is None
-          or document_split.split_of(doc_id, self._validation_percent) == split):
-        yield doc_id, text
+    for path in files:
+      for doc_id, text in corpus_files.read_file(path, text_key=self._text_key,
+                                                 encoding=self._encoding):
+        if (self._validation_percent is None
+            or document_split.split_of(doc_id, self._validation_percent) == split):
+          yield doc_id, text
 
   def num_input_examples(self, split: str) -> int:
     """Documents in `split`, counted by reading the files (cached while they are
