@@ -116,3 +116,14 @@ def test_default_vocabulary_is_trained_on_the_embedded_corpus_and_cached(tmp_pat
   assert path == str(tmp_path / "sentencepiece" / f"embedded-{digest}-v500-r1.model")
   assert tasks.vocabulary.sentencepiece_model_path(
       None, embedded_vocab_size=500, cache_dir=str(tmp_path)) == path
+
+
+def test_a_tfds_dataset_that_is_not_prepared_is_a_clear_error():
+  from miniend_jax.data.errors import CorpusError
+  from miniend_jax.data.sources import PreparedTfdsSource
+
+  for name in ("glue/sst2:1.0.0", "c4/en:3.0.0"):  # Versions absent from the data dir.
+    source = PreparedTfdsSource(name, splits=("train",))
+    with pytest.raises(CorpusError, match=rf"{name} \(split 'train'\) is not prepared in "
+                                          "the TFDS data directory"):
+      source.get_dataset("train", shuffle=False)
