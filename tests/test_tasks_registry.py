@@ -97,7 +97,8 @@ def test_gin_file_imports_tasks_and_sets_the_vocabulary(sentencepiece_model):
 
   with gin.unlock_config():
     gin.parse_config(f"import tasks\n"
-                     f"tasks.sentencepiece_model_path.path = '{sentencepiece_model}'")
+                     f"tasks.vocabulary.sentencepiece_model_path.path = "
+                     f"'{sentencepiece_model}'")
   assert tasks.vocabulary.sentencepiece_model_path() == sentencepiece_model
   assert tasks.vocabulary.VOCABULARY.sentencepiece_model_file == sentencepiece_model
 
