@@ -26,6 +26,7 @@ import seqio
 import tensorflow as tf
 
 from miniend_jax.data import metrics
+from miniend_jax.data.sources import PreparedTfdsSource
 from tasks import registration, vocabulary
 
 UNLABELLED_TARGET = "<unk>"
@@ -127,8 +128,8 @@ def register(*, tfds_data_dir: str | None = None) -> None:
                    functools.partial(label_to_class_id, label_names=task.label_names))
     registration.add_task(
         task.task_name,
-        source=seqio.TfdsDataSource(f"glue/{task.config}:2.0.0", tfds_data_dir=tfds_data_dir,
-                                    splits=task.splits, read_only=True),
+        source=PreparedTfdsSource(f"glue/{task.config}:2.0.0", tfds_data_dir=tfds_data_dir,
+                                  splits=task.splits),
         output_features=vocabulary.output_features(),
         preprocessors=[
             functools.partial(glue_text_to_text, benchmark=task.benchmark,

@@ -17,7 +17,7 @@ import functools
 import seqio
 
 from miniend_jax.data import span_corruption as span_corruption_lib
-from miniend_jax.data.sources import HuggingFaceSource
+from miniend_jax.data.sources import HuggingFaceSource, PreparedTfdsSource
 from tasks import registration, vocabulary
 
 C4_TFDS_NAME = "c4/en:3.0.1"
@@ -45,8 +45,8 @@ def register(*, tfds_data_dir: str | None = None, c4_tfds_name: str = C4_TFDS_NA
   """Registers the C4 span-corruption tasks (again, replacing earlier registrations)."""
   span_corruption_task(
       "c4_v220_span_corruption",
-      seqio.TfdsDataSource(c4_tfds_name, tfds_data_dir=tfds_data_dir,
-                           splits=("train", "validation"), read_only=True))
+      PreparedTfdsSource(c4_tfds_name, tfds_data_dir=tfds_data_dir,
+                         splits=("train", "validation")))
   span_corruption_task(
       "c4_hf_span_corruption",
       HuggingFaceSource("allenai/c4", name="en", fields=("text",),

@@ -18,7 +18,7 @@ import seqio
 import tensorflow as tf
 
 from miniend_jax.data import metrics
-from miniend_jax.data.sources import HuggingFaceSource
+from miniend_jax.data.sources import HuggingFaceSource, PreparedTfdsSource
 from tasks import registration, vocabulary
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -50,13 +50,11 @@ def register(*, tfds_data_dir: str | None = None) -> None:
   splits = ("train", "validation", "test")
   summarization_task(
       "cnn_dailymail_v002",
-      seqio.TfdsDataSource("cnn_dailymail:3.4.0", tfds_data_dir=tfds_data_dir, splits=splits,
-                           read_only=True),
+      PreparedTfdsSource("cnn_dailymail:3.4.0", tfds_data_dir=tfds_data_dir, splits=splits),
       document_key="article", summary_key="highlights")
   summarization_task(
       "xsum_v110",
-      seqio.TfdsDataSource("xsum:1.1.0", tfds_data_dir=tfds_data_dir, splits=splits,
-                           read_only=True),
+      PreparedTfdsSource("xsum:1.1.0", tfds_data_dir=tfds_data_dir, splits=splits),
       document_key="document", summary_key="summary")
   hf_splits = {split: split for split in splits}
   summarization_task(

@@ -4,9 +4,10 @@ All tasks share one `DeferredVocabulary`, so teacher, student and every task agr
 token ids. It asks `sentencepiece_model_path()` for the model at each use; that function is
 gin-configurable, so a run picks its vocabulary in its gin file, after `import tasks`:
 
-    tasks.sentencepiece_model_path.path = "/checkpoints/t5_1_1_base/spiece.model"
+    tasks.vocabulary.sentencepiece_model_path.path = "/checkpoints/t5_1_1_base/spiece.model"
 
-(in Python: `gin.bind_parameter("tasks.sentencepiece_model_path.path", path)`). Without a
+(or `sentencepiece_model_path.path = ...` for short; in Python:
+`gin.bind_parameter("tasks.vocabulary.sentencepiece_model_path.path", path)`). Without a
 path, the default is a SentencePiece model of `embedded_vocab_size` pieces trained on the
 embedded corpus on first use (a few seconds) and cached under `cache_dir` (default
 ~/.cache/miniend_jax/sentencepiece/, or $XDG_CACHE_HOME/miniend_jax), keyed by the corpus'
@@ -24,7 +25,7 @@ from miniend_jax.data.vocabulary import DeferredVocabulary
 EMBEDDED_VOCAB_SIZE = 8000
 
 
-@gin.configurable(module="tasks")
+@gin.configurable
 def sentencepiece_model_path(path: str | None = None, *,
                              embedded_vocab_size: int = EMBEDDED_VOCAB_SIZE,
                              cache_dir: str | None = None) -> str:

@@ -37,7 +37,8 @@ def task_vocabulary(sentencepiece_model):
   import tasks
 
   with gin.unlock_config():
-    gin.bind_parameter("tasks.sentencepiece_model_path.path", sentencepiece_model)
+    gin.bind_parameter("tasks.vocabulary.sentencepiece_model_path.path",
+                       sentencepiece_model)
   return tasks.vocabulary.VOCABULARY
 
 

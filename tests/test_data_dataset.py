@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import seqio
 
-from miniend_jax.data.dataset import BatchIterator, DatasetConfig, get_dataset
+from miniend_jax.data.dataset import (BatchIterator, DatasetConfig, get_dataset,
+                                      get_mixture_or_task)
 from miniend_jax.data.errors import DataError, UnknownTaskError
 from miniend_jax.data.sources import LocalFilesSource
 
@@ -97,8 +98,6 @@ def test_saved_iterator_state_continues_where_it_stopped(reference):
 
 
 def test_hosts_read_disjoint_shards():
-  import tasks
-
   config = _config(mixture_or_task_name="embedded_topic_classification", shuffle=False,
                    pack=False, num_epochs=1, split="validation",
                    task_feature_lengths={"inputs": 256, "targets": 4})
@@ -111,10 +110,11 @@ def test_hosts_read_disjoint_shards():
   examples = seqio.get_mixture_or_task(config.mixture_or_task_name).num_input_examples(
       "validation")
   assert examples - 2 <= len(rows[0]) + len(rows[1]) <= examples  # Partial batches dropped.
-  del tasks
 
 
 def test_unknown_task_suggests_close_names():
+  assert get_mixture_or_task("glue_v002_proportional", module="tasks").name == (
+      "glue_v002_proportional")
   with pytest.raises(UnknownTaskError,
                      match=r"'embeded_span_corruption'\. Did you mean 'embedded_span_corruption'"):
     get_dataset(_config(mixture_or_task_name="embeded_span_corruption"), shard_id=0,

@@ -90,3 +90,41 @@ def test_registration_is_repeatable():
   np.testing.assert_array_equal(  # Still readable after re-registration.
       next(iter(task.get_dataset({"inputs": 32, "targets": 4}, "train", shuffle=False)))[
           "targets"], task.output_features["targets"].vocabulary.encode("positive") + [1])
+
+
+def test_gin_file_imports_tasks_and_sets_the_vocabulary(sentencepiece_model):
+  import gin
+
+  with gin.unlock_config():
+    gin.parse_config(f"import tasks\n"
+                     f"tasks.vocabulary.sentencepiece_model_path.path = "
+                     f"'{sentencepiece_model}'")
+  assert tasks.vocabulary.sentencepiece_model_path() == sentencepiece_model
+  assert tasks.vocabulary.VOCABULARY.sentencepiece_model_file == sentencepiece_model
+
+
+def test_default_vocabulary_is_trained_on_the_embedded_corpus_and_cached(tmp_path,
+                                                                         monkeypatch):
+  import itertools
+
+  from miniend_jax.data import embedded_corpus
+
+  lines = list(itertools.islice(embedded_corpus.sentencepiece_lines(), 2000))
+  monkeypatch.setattr(embedded_corpus, "sentencepiece_lines", lambda: iter(lines))
+  path = tasks.vocabulary.sentencepiece_model_path(
+      None, embedded_vocab_size=500, cache_dir=str(tmp_path))
+  digest = embedded_corpus.corpus_digest()[:16]
+  assert path == str(tmp_path / "sentencepiece" / f"embedded-{digest}-v500-r1.model")
+  assert tasks.vocabulary.sentencepiece_model_path(
+      None, embedded_vocab_size=500, cache_dir=str(tmp_path)) == path
+
+
+def test_a_tfds_dataset_that_is_not_prepared_is_a_clear_error():
+  from miniend_jax.data.errors import CorpusError
+  from miniend_jax.data.sources import PreparedTfdsSource
+
+  for name in ("glue/sst2:1.0.0", "c4/en:3.0.0"):  # Versions absent from the data dir.
+    source = PreparedTfdsSource(name, splits=("train",))
+    with pytest.raises(CorpusError, match=rf"{name} \(split 'train'\) is not prepared in "
+                                          "the TFDS data directory"):
+      source.get_dataset("train", shuffle=False)

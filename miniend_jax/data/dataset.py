@@ -128,10 +128,14 @@ def get_dataset(config: DatasetConfig, *, shard_id: int | None = None,
   provider = get_mixture_or_task(config.mixture_or_task_name, config.module)
   _check_config(config, provider, num_shards)
   lengths = dict(config.task_feature_lengths)
+  # No seqio in-memory caching of small sources: it would replay the first epoch's order
+  # every epoch, put the cached data into saved iterator states, and warn whenever an
+  # iterator stops within the first epoch.
   dataset = provider.get_dataset(
       sequence_length=lengths, split=config.split, use_cached=config.use_cached,
       shuffle=config.shuffle, seed=config.seed,
-      shard_info=seqio.ShardInfo(shard_id, num_shards), num_epochs=config.num_epochs)
+      shard_info=seqio.ShardInfo(shard_id, num_shards), num_epochs=config.num_epochs,
+      try_in_mem_cache=False)
   # Only the features the model reads: the converter would drop the rest anyway, with a
   # warning per dataset when packing.
   dataset = dataset.map(lambda example: {k: example[k] for k in lengths},

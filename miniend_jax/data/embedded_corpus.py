@@ -32,7 +32,7 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from miniend_jax.data import document_split, stdlib_docstrings
 from miniend_jax.data.errors import CorpusError
@@ -153,22 +153,23 @@ def topic_examples(split: str) -> list[dict[str, str]]:
           if d.package in TOPIC_PACKAGES and len(d.text) >= _MIN_TOPIC_TEXT_CHARS]
 
 
-def statistics(tokenize=None) -> dict[str, dict[str, int]]:
-  """Sizes per split: documents, characters, downstream examples and (given a tokenizer
-  `tokenize(text) -> list of ids`) tokens."""
+def statistics(tokenize: Callable[[str], Sequence[int]] | None = None) -> dict[str, dict]:
+  """Sizes per split: documents, characters, downstream examples (topic examples also per
+  label) and, given a tokenizer `tokenize(text) -> ids`, tokens."""
   sizes = {}
   for split in (document_split.TRAIN, document_split.VALIDATION):
     split_docs = split_documents(split)
+    topics = topic_examples(split)
     sizes[split] = {
         "documents": len(split_docs),
         "characters": sum(len(d.text) for d in split_docs),
         "summarization_pairs": len(summarization_examples(split)),
-        "topic_examples": len(topic_examples(split)),
+        "topic_examples": len(topics),
+        "topic_examples_per_label": dict(sorted(
+            collections.Counter(e["label"] for e in topics).items())),
     }
     if tokenize is not None:
       sizes[split]["tokens"] = sum(len(tokenize(d.text)) for d in split_docs)
-    labels = collections.Counter(e["label"] for e in topic_examples(split))
-    sizes[split]["topic_examples_per_label"] = dict(sorted(labels.items()))
   return sizes
 
 

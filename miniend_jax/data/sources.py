@@ -5,11 +5,12 @@
 - `LocalFilesSource`: local plain-text or JSON-lines files (see corpus_files.py), with
   explicit per-split files or a deterministic split by document.
 - `HuggingFaceSource`: a Hugging Face `datasets` dataset (e.g. allenai/c4, streaming).
+- `PreparedTfdsSource`: seqio's TFDS source, reading prepared data only.
 
-TFDS datasets use `seqio.TfdsDataSource` directly. Every source here checks what a user can
-get wrong (no files, no documents, undecodable text, a missing field, an unloadable
-dataset) when the dataset is built, in Python, and raises `CorpusError`; nothing fails
-later inside a TensorFlow iterator. Every source yields string features only.
+Every source here checks what a user can get wrong (no files, no documents, undecodable
+text, a missing field, an unloadable or unprepared dataset) when the dataset is built, in
+Python, and raises `CorpusError`; nothing fails later inside a TensorFlow iterator. The
+sources written here yield string features only.
 
 Sharding: `InMemorySource` and `HuggingFaceSource` shard examples themselves;
 `LocalFilesSource` shards whole files when there are at least as many files as shards and
@@ -111,11 +112,12 @@ class LocalFilesSource(seqio.DataSource):
     self._counts: dict[tuple, int] = {}
 
   def _documents(self, split: str, files: Sequence[str]) -> Iterator[tuple[str, str]]:
-    for doc_id, text in corpus_files.read_documents(files, text_key=self._text_key,
-                                                    encoding=self._encoding):
-      if (self._validation_percent is None
-          or document_split.split_of(doc_id, self._validation_percent) == split):
-        yield doc_id, text
+    for path in files:
+      for doc_id, text in corpus_files.read_file(path, text_key=self._text_key,
+                                                 encoding=self._encoding):
+        if (self._validation_percent is None
+            or document_split.split_of(doc_id, self._validation_percent) == split):
+          yield doc_id, text
 
   def num_input_examples(self, split: str) -> int:
     """Documents in `split`, counted by reading the files (cached while they are
@@ -155,6 +157,40 @@ class LocalFilesSource(seqio.DataSource):
 
   def __repr__(self) -> str:
     return f"LocalFilesSource(files={self._files})"
+
+
+class PreparedTfdsSource(seqio.TfdsDataSource):
+  """A TFDS dataset read from a prepared data directory, never downloaded or generated.
+
+  `seqio.TfdsDataSource(read_only=True)` whose dataset is first checked to be prepared in
+  the data directory, so a missing dataset is one clear `CorpusError` naming the directory,
+  not a TFDS KeyError about empty splits. Same arguments as seqio.TfdsDataSource.
+  """
+
+  def __init__(self, tfds_name: str, **kwargs):
+    super().__init__(tfds_name, read_only=True, **kwargs)
+
+  def _check_prepared(self, split: str) -> None:
+    loader = self.tfds_dataset
+    try:
+      prepared = split in loader.builder.info.splits
+    except AssertionError:  # TFDS cannot build this version from code: no prepared files.
+      prepared = False
+    if not prepared:
+      data_dir = loader.data_dir or "the default ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+      raise CorpusError(
+          f"The TFDS dataset {loader.name} (split {split!r}) is not prepared in the TFDS "
+          f"data directory {data_dir}. Prepare it there (e.g. `tfds build`), or point the "
+          "tasks at the directory holding it (tasks.register_all(tfds_data_dir=...) or "
+          "seqio.set_tfds_data_dir_override).")
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    self._check_prepared(split)
+    return super().list_shards(split)
+
+  def get_dataset(self, split: str | None = None, *args, **kwargs) -> tf.data.Dataset:
+    self._check_prepared(split or "train")
+    return super().get_dataset(split, *args, **kwargs)
 
 
 class HuggingFaceSource(seqio.DataSource):
