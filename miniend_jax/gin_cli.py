@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util  # noqa: F401  (gin's dynamic registration needs it loaded)
 import logging
 import os
 import re
@@ -64,7 +65,14 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str],
     gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=True)
   except (ValueError, KeyError, SyntaxError, ImportError, NameError, TypeError,
           AttributeError) as error:
-    raise GinConfigError(f"gin configuration error: {_first_line(error)}") from None
+    message = _first_line(error)
+    required = re.match(r"(\w+)/macro\.value set to `%gin\.REQUIRED`", message)
+    if required:
+      name = required.group(1)
+      raise GinConfigError(
+          f"Required macro {name} is not set: pass --gin.{name}=... or bind it in a gin "
+          "file (the run file's header lists what each run needs).") from None
+    raise GinConfigError(f"gin configuration error: {message}") from None
 
 
 def _close_file_hint(gin_file: str) -> str:

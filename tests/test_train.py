@@ -63,44 +63,12 @@ def single_device_run(tmp_path_factory, sentencepiece_model):
   return model_dir
 
 
-def test_cli_distils_and_writes_every_output(tmp_path, sentencepiece_model):
-  model_dir = str(tmp_path / "run")
-  process = cli(model_dir, vocabulary=sentencepiece_model)
-  output, _ = process.communicate(timeout=600)
-  assert process.returncode == 0, output
-  assert "step 4/4" in output and "loss" in output  # the console progress line
-  files = set(os.listdir(model_dir))
-  assert {"config.gin", "model-info.txt", "metrics.jsonl", "train", "checkpoint_2",
-          "checkpoint_4"} <= files
-  config_gin = open(os.path.join(model_dir, "config.gin")).read()
-  assert "RANDOMLY INITIALISED" in config_gin
-  assert "trainer.train" in config_gin and "TRAIN_STEPS = 4" in config_gin
-  info = open(os.path.join(model_dir, "model-info.txt")).read()
-  assert "# student total parameters:" in info and "# teacher (frozen) total" in info
-  assert "encoder/layers_0/attention/query/kernel\t(32, 32)\tfloat32\t('embed', 'joined_kv')" \
-      in info
-  metrics = read_metrics(model_dir)
-  assert [m["step"] for m in metrics] == [1, 2, 3, 4]
-  for record in metrics:
-    for key in ("loss", "logit_kl", "decoder_self_relations", "encoder_self_relations",
-                "learning_rate", "grad_norm/encoder", "grad_norm/decoder", "accuracy",
-                "timing/seqs_per_second", "timing/target_tokens_per_second"):
-      assert np.isfinite(record[key]), key
-    terms = record["logit_kl"] + (record["decoder_self_relations"]
-                                  + record["encoder_self_relations"])
-    assert record["loss"] == pytest.approx(terms, rel=1e-5)
-  events = os.listdir(os.path.join(model_dir, "train"))
-  assert any(name.startswith("events.out.tfevents") for name in events)
-  config, params = load_model(model_dir)
-  assert config.emb_dim == 32 and params["encoder"]["layers_0"]
-
-
 def test_pretrain_without_a_teacher(tmp_path, sentencepiece_model):
   model_dir = str(tmp_path / "pretrain")
   train_with(model_dir, "MIXTURE_OR_TASK_NAME = 'embedded_span_corruption'",
              "TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 8}", "BATCH_SIZE = 8",
              "STUDENT_CONFIG = %TINY", "tiny/config.preset.vocab_size = 1152",
-             "WARMUP_STEPS = 2",
+             "WARMUP_STEPS = 2", "TRAIN_STEPS = 2",
              gin_files=("runs/pretrain.gin", "models/tiny.gin"),
              vocabulary=sentencepiece_model)
   metrics = read_metrics(model_dir)
@@ -110,8 +78,9 @@ def test_pretrain_without_a_teacher(tmp_path, sentencepiece_model):
   assert "Teacher: none" in config_gin
 
 
-def test_loss_goes_down_on_a_fixed_batch():
-  """30 steps of MiniEnD-E on one batch drive the distillation loss well down."""
+def _fixed_batch_setup(num_microbatches=1, sgd=False):
+  """A tiny teacher/student MiniEnD-E step on one fixed batch."""
+  import optax  # pylint: disable=g-import-not-at-top
   from miniend_jax.distill import objectives  # pylint: disable=g-import-not-at-top
   from miniend_jax.distill.student_init import init_student  # pylint: disable=g-import-not-at-top
   from miniend_jax.model import preset  # pylint: disable=g-import-not-at-top
@@ -124,9 +93,10 @@ def test_loss_goes_down_on_a_fixed_batch():
       objectives.AttentionRelations(stack="decoder", attention="self", num_relation_heads=4),
       objectives.AttentionRelations(stack="encoder", attention="self", num_relation_heads=4)])
   schedule = optimizers.constant(3e-3)
-  tx = optimizers.adamw(schedule)
+  tx = optax.sgd(schedule) if sgd else optimizers.adamw(schedule)
   setup = step_lib.StepConfig(objective=objective, student_config=student,
-                              teacher_config=teacher, optimizer=tx, learning_rate=schedule)
+                              teacher_config=teacher, optimizer=tx, learning_rate=schedule,
+                              num_microbatches=num_microbatches)
   rng = np.random.default_rng(0)
   targets = rng.integers(2, student.vocab_size, (4, 8))
   batch = {"encoder_input_tokens": rng.integers(2, student.vocab_size, (4, 12)),
@@ -136,12 +106,33 @@ def test_loss_goes_down_on_a_fixed_batch():
   state = TrainState.create({"student": init_student(student, jax.random.key(2))}, tx)
   step_fn = jax.jit(lambda s, b: step_lib.train_step(setup, s, teacher_params, b,
                                                      jax.random.key(3)))
+  return step_fn, state, batch
+
+
+def test_loss_goes_down_on_a_fixed_batch():
+  """20 steps of MiniEnD-E on one batch drive the distillation loss well down."""
+  step_fn, state, batch = _fixed_batch_setup()
   losses = []
-  for _ in range(30):
+  for _ in range(20):
     state, metrics = step_fn(state, batch)
     losses.append(float(metrics["loss"]))
-  assert losses[-1] < 0.5 * losses[0], losses
-  assert int(state.step) == 30
+  assert losses[-1] < 0.6 * losses[0], losses
+  assert int(state.step) == 20
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+  # SGD: the update is linear in the gradient, so parameters compare the gradients
+  # themselves (Adam's first step is lr * sign(g), which flips on rounding near g = 0).
+  whole_fn, state, batch = _fixed_batch_setup(num_microbatches=1, sgd=True)
+  micro_fn, _, _ = _fixed_batch_setup(num_microbatches=2, sgd=True)
+  whole_state, whole = whole_fn(state, batch)
+  micro_state, micro = micro_fn(state, batch)
+  # Every row has the same number of target tokens, so means of halves equal the mean.
+  for key in ("loss", "logit_kl", "accuracy", "grad_norm/encoder", "grad_norm/decoder"):
+    assert float(micro[key]) == pytest.approx(float(whole[key]), rel=1e-5, abs=1e-7), key
+  for a, b in zip(jax.tree_util.tree_leaves(micro_state.params),
+                  jax.tree_util.tree_leaves(whole_state.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-7)
 
 
 def test_same_losses_on_one_device_and_a_2x4_mesh(tmp_path, single_device_run,
@@ -201,27 +192,55 @@ def test_resumed_run_equals_uninterrupted(tmp_path, single_device_run, sentencep
     np.testing.assert_allclose(x, y, atol=1e-6)
 
 
-def test_sigterm_writes_a_loadable_checkpoint_and_exits_cleanly(tmp_path, sentencepiece_model):
-  model_dir = str(tmp_path / "preempted")
-  process = cli(model_dir, "--gin.TRAIN_STEPS=100000", "--gin.CHECKPOINT_PERIOD=100000",
+def test_cli_run_writes_every_output_and_stops_cleanly_on_sigterm(tmp_path,
+                                                                   sentencepiece_model):
+  """`python -m miniend_jax.train` distils, writes what t5x users expect, and on SIGTERM
+  (preemption) writes a loadable checkpoint and exits 0."""
+  model_dir = str(tmp_path / "run")
+  process = cli(model_dir, "--gin.TRAIN_STEPS=100000", "--gin.trainer.train.num_devices=1",
                 vocabulary=sentencepiece_model)
   lines = []
   deadline = time.time() + 600
   for line in process.stdout:
     lines.append(line)
-    if "step 2/" in line or time.time() > deadline:
+    if "step 3/100000" in line or time.time() > deadline:
       break
   process.send_signal(signal.SIGTERM)
   rest, _ = process.communicate(timeout=300)
-  assert process.returncode == 0, "".join(lines) + rest
-  steps = [name for name in os.listdir(model_dir) if name.startswith("checkpoint_")]
-  assert len(steps) == 1 and int(steps[0].split("_")[1]) >= 2
+  output = "".join(lines) + rest
+  assert process.returncode == 0, output
+  assert "step 3/100000" in output and "loss" in output  # the console progress line
+  files = set(os.listdir(model_dir))
+  assert {"config.gin", "model-info.txt", "metrics.jsonl", "train", "checkpoint_2"} <= files
+  steps = sorted(int(name.split("_")[1]) for name in files if name.startswith("checkpoint_"))
+  assert steps[0] == 2 and steps[-1] >= 3  # periodic ones, and one at SIGTERM
+  config_gin = open(os.path.join(model_dir, "config.gin")).read()
+  assert "RANDOMLY INITIALISED" in config_gin
+  assert "trainer.train" in config_gin and "TRAIN_STEPS = 100000" in config_gin
+  info = open(os.path.join(model_dir, "model-info.txt")).read()
+  assert "# student total parameters:" in info and "# teacher (frozen) total" in info
+  assert "encoder/layers_0/attention/query/kernel\t(32, 32)\tfloat32\t('embed', 'joined_kv')" \
+      in info
+  metrics = read_metrics(model_dir)
+  assert [m["step"] for m in metrics] == list(range(1, steps[-1] + 1))
+  for record in metrics:
+    for key in ("loss", "logit_kl", "decoder_self_relations", "encoder_self_relations",
+                "learning_rate", "grad_norm/encoder", "grad_norm/decoder", "accuracy",
+                "timing/seqs_per_second", "timing/target_tokens_per_second"):
+      assert np.isfinite(record[key]), key
+    terms = record["logit_kl"] + (record["decoder_self_relations"]
+                                  + record["encoder_self_relations"])
+    assert record["loss"] == pytest.approx(terms, rel=1e-5)
+  events = os.listdir(os.path.join(model_dir, "train"))
+  assert any(name.startswith("events.out.tfevents") for name in events)
   config, params = load_model(model_dir)
-  assert config.num_encoder_layers == 2 and jax.tree_util.tree_leaves(params)
+  assert config.emb_dim == 32 and config.num_encoder_layers == 2
+  assert jax.tree_util.tree_leaves(params)
 
 
 @pytest.mark.parametrize("bindings,gin_files,error,message", [
-    (["MIXTURE_OR_TASK_NAME = %gin.REQUIRED"], (TINY,), Exception, "MIXTURE_OR_TASK_NAME"),
+    (["MIXTURE_OR_TASK_NAME = %gin.REQUIRED"], (TINY,), gin_cli.GinConfigError,
+     "Required macro MIXTURE_OR_TASK_NAME is not set"),
     ([], (TINY, "objectives/miniend_x.gin"), gin_cli.GinConfigError,
      "did you mean 'objectives/miniend_e.gin'"),
     (["MIXTURE_OR_TASK_NAME = 'embeded_span_corruption'"], (TINY,), DataError,
@@ -241,3 +260,14 @@ def test_bad_input_is_refused_before_compiling_and_touches_nothing(
     train_with(str(model_dir), *bindings, gin_files=gin_files, vocabulary=sentencepiece_model)
   assert os.listdir(model_dir) == ["notes.txt"]
   assert (model_dir / "notes.txt").read_text() == "keep"
+
+
+def test_teacher_config_is_checked_against_the_teacher_weights(tmp_path, single_device_run,
+                                                               sentencepiece_model):
+  """A run's own checkpoint as TEACHER_CHECKPOINT, with a TEACHER_CONFIG it does not fit."""
+  model_dir = tmp_path / "student"
+  with pytest.raises(CheckpointError, match="does not match the weights.*emb_dim: config 64 "
+                     "vs checkpoint 32"):
+    train_with(str(model_dir), f'TEACHER_CHECKPOINT = "{single_device_run}"',
+               vocabulary=sentencepiece_model)
+  assert not model_dir.exists()
