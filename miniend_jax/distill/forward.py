@@ -47,6 +47,14 @@ def tapped_forward(config: T5Config, params, batch: Mapping[str, Array],
   return collect(state.get(INTERMEDIATES, {}), taps, config) if taps else {}
 
 
+def _frozen_sites(role: str, config: T5Config, params, batch: Mapping[str, Array],
+                  taps: tuple[Tap, ...]) -> dict[Tap, Array]:
+  """A frozen model's sites: no dropout, no gradient to its parameters or outputs."""
+  if params is None:
+    raise ObjectiveError(f"The objective reads a {role}: pass {role}_params.")
+  return lax.stop_gradient(tapped_forward(config, lax.stop_gradient(params), batch, taps))
+
+
 def distillation_loss(objective: Objective, student_params, batch: Mapping[str, Array], *,
                       student_config: T5Config, teacher_config: T5Config | None = None,
                       teacher_params=None, objective_params: Mapping[str, Any] | None = None,
@@ -95,18 +103,12 @@ def distillation_forward(objective: Objective, student_params, batch: Mapping[st
   objective.check(teacher_config, student_config, assistant_config)
   teacher_sites: dict[Tap, Array] = {}
   if objective.uses_teacher:
-    if teacher_params is None:
-      raise ObjectiveError("The objective has teacher terms: pass teacher_params.")
-    teacher_sites = lax.stop_gradient(tapped_forward(
-        teacher_config, lax.stop_gradient(teacher_params), batch,
-        objective.teacher_taps(teacher_config)))
+    teacher_sites = _frozen_sites("teacher", teacher_config, teacher_params, batch,
+                                  objective.teacher_taps(teacher_config))
   assistant_sites = None
   if objective.uses_assistant:
-    if assistant_params is None:
-      raise ObjectiveError("The objective blends with an assistant: pass assistant_params.")
-    assistant_sites = lax.stop_gradient(tapped_forward(
-        assistant_config, lax.stop_gradient(assistant_params), batch,
-        objective.assistant_taps(assistant_config)))
+    assistant_sites = _frozen_sites("assistant", assistant_config, assistant_params, batch,
+                                    objective.assistant_taps(assistant_config))
   student_taps = tuple(dict.fromkeys(objective.student_taps(student_config)
                                      + tuple(extra_student_taps)))
   student_sites = tapped_forward(student_config, student_params, batch, student_taps,

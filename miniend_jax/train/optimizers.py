@@ -55,13 +55,17 @@ def rsqrt_decay(base_learning_rate: float = 1.0, warmup_steps: int = 10_000) -> 
       jnp.maximum(jnp.asarray(step, jnp.float32), warmup_steps), jnp.float32) ** -0.5
 
 
-def linear_decay(peak_learning_rate: float = 3e-4, total_steps: int = 10_000,
-                 warmup_steps: int = 100, end_learning_rate: float = 0.0) -> Schedule:
-  """Linear warmup to the peak, then linear decay to `end_learning_rate` at total_steps."""
+def _check_decay(peak_learning_rate: float, total_steps: int, warmup_steps: int) -> None:
   _check("peak_learning_rate", peak_learning_rate, strict=True)
   if not 0 <= warmup_steps < total_steps:
     raise OptimizerError(
         f"warmup_steps ({warmup_steps}) must be in [0, total_steps={total_steps}).")
+
+
+def linear_decay(peak_learning_rate: float = 3e-4, total_steps: int = 10_000,
+                 warmup_steps: int = 100, end_learning_rate: float = 0.0) -> Schedule:
+  """Linear warmup to the peak, then linear decay to `end_learning_rate` at total_steps."""
+  _check_decay(peak_learning_rate, total_steps, warmup_steps)
   return optax.join_schedules(
       [optax.linear_schedule(0.0, peak_learning_rate, warmup_steps),
        optax.linear_schedule(peak_learning_rate, end_learning_rate,
@@ -71,10 +75,7 @@ def linear_decay(peak_learning_rate: float = 3e-4, total_steps: int = 10_000,
 def cosine_decay(peak_learning_rate: float = 3e-4, total_steps: int = 10_000,
                  warmup_steps: int = 100, end_learning_rate: float = 0.0) -> Schedule:
   """Linear warmup to the peak, then cosine decay to `end_learning_rate` at total_steps."""
-  _check("peak_learning_rate", peak_learning_rate, strict=True)
-  if not 0 <= warmup_steps < total_steps:
-    raise OptimizerError(
-        f"warmup_steps ({warmup_steps}) must be in [0, total_steps={total_steps}).")
+  _check_decay(peak_learning_rate, total_steps, warmup_steps)
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak_learning_rate, warmup_steps=warmup_steps,
       decay_steps=total_steps, end_value=end_learning_rate)
