@@ -63,19 +63,26 @@ def single_device_run(tmp_path_factory, sentencepiece_model):
   return model_dir
 
 
-def test_pretrain_without_a_teacher(tmp_path, sentencepiece_model):
+def test_pretrain_without_a_teacher_from_an_initial_checkpoint(tmp_path, single_device_run,
+                                                               sentencepiece_model):
+  """runs/pretrain.gin: cross-entropy only (no teacher), Adafactor + rsqrt decay, student
+  weights from INITIAL_CHECKPOINT_PATH."""
   model_dir = str(tmp_path / "pretrain")
-  train_with(model_dir, "MIXTURE_OR_TASK_NAME = 'embedded_span_corruption'",
-             "TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 8}", "BATCH_SIZE = 8",
+  train_with(model_dir, "MIXTURE_OR_TASK_NAME = 'embedded_topic_classification'",
+             "TASK_FEATURE_LENGTHS = {'inputs': 32, 'targets': 4}", "BATCH_SIZE = 8",
              "STUDENT_CONFIG = %TINY", "tiny/config.preset.vocab_size = 1152",
-             "WARMUP_STEPS = 2", "TRAIN_STEPS = 2",
+             f'INITIAL_CHECKPOINT_PATH = "{single_device_run}"', "TRAIN_STEPS = 1",
+             "BASE_LEARNING_RATE = 1e-9",
              gin_files=("runs/pretrain.gin", "models/tiny.gin"),
              vocabulary=sentencepiece_model)
   metrics = read_metrics(model_dir)
   assert set(metrics[0]) >= {"loss", "cross_entropy", "accuracy", "cross_ent_loss"}
   assert "logit_kl" not in metrics[0]
-  config_gin = open(os.path.join(model_dir, "config.gin")).read()
-  assert "Teacher: none" in config_gin
+  assert "Teacher: none" in open(os.path.join(model_dir, "config.gin")).read()
+  # One step at a negligible learning rate: the weights are still the initial checkpoint's.
+  for a, b in zip(jax.tree_util.tree_leaves(load_model(model_dir)[1]),
+                  jax.tree_util.tree_leaves(load_model(single_device_run)[1])):
+    np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def _fixed_batch_setup(num_microbatches=1, sgd=False):

@@ -144,7 +144,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   if student_init not in ("random", "teacher_layers"):
     raise TrainError(f"student_init must be 'random' or 'teacher_layers', got "
                      f"{student_init!r}.")
-  teacher_config, teacher_numpy, teacher_origin = _load_teacher(
+  teacher_config, teacher_weights, teacher_origin = _load_teacher(
       objective, teacher_checkpoint, teacher_config, teacher_dtype)
   objective.check(teacher_config, student_config)
   devices = jax.devices()
@@ -186,22 +186,22 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     if teacher_config is not None:
       teacher_shardings = partitioning.logical_to_sharding(
           mesh, logical_axes(teacher_config), logical_axis_rules)
-      if teacher_numpy is None:
-        teacher_numpy = jax.jit(
+      if teacher_weights is None:
+        teacher_weights = jax.jit(
             lambda rng: init_student(teacher_config, rng, method="random"),
             out_shardings=teacher_shardings)(jax.random.key(seed + 1))
       teacher_params = jax.device_put(
           jax.tree_util.tree_map(lambda x: jnp.asarray(x, teacher_config.parameter_dtype),
-                                 teacher_numpy), teacher_shardings)
+                                 teacher_weights), teacher_shardings)
 
-    def init_trainable(rng):
+    # Weights the state starts from travel as arguments, never as jit constants.
+    def init_trainable(rng, initial_student, teacher):
       student_rng, objective_rng = jax.random.split(rng)
-      if initial is not None:
-        student = jax.tree_util.tree_map(jnp.asarray, initial)
+      if initial_student is not None:
+        student = initial_student
       elif student_init == "teacher_layers":
         student = init_student(student_config, student_rng, method="teacher_layers",
-                               teacher_config=teacher_config,
-                               teacher_params=teacher_params)
+                               teacher_config=teacher_config, teacher_params=teacher)
       else:
         student = init_student(student_config, student_rng, method="random")
       trainable = {"student": student}
@@ -210,7 +210,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
         trainable["objective"] = objective_params
       return trainable
 
-    abstract_trainable = jax.eval_shape(init_trainable, jax.random.key(seed))
+    init_args = (jax.random.key(seed), initial, teacher_params)
+    abstract_trainable = jax.eval_shape(init_trainable, *init_args)
     trainable_shardings = {"student": student_shardings}
     if "objective" in abstract_trainable:
       trainable_shardings["objective"] = jax.tree_util.tree_map(
@@ -220,11 +221,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
         step=partitioning.replicated(mesh), params=trainable_shardings,
         opt_state=_shardings_like_params(abstract_opt_state, abstract_trainable,
                                          trainable_shardings, mesh))
-
-    def init_state(rng):
-      return TrainState.create(init_trainable(rng), tx)
-
-    state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(seed))
+    state = jax.jit(lambda *args: TrainState.create(init_trainable(*args), tx),
+                    out_shardings=state_shardings)(*init_args)
     if start_step:
       state, _ = checkpointer.restore(start_step, abstract_like(state))
       logging.info("Resumed from %s at step %d.", model_dir, start_step)
