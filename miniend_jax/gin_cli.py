@@ -1,4 +1,4 @@
-"""t5x-style gin command lines shared by train.py, eval.py and infer.py.
+"""t5x-style gin command lines shared by the train, eval and infer entry points.
 
     --gin_file=a.gin --gin_file=b.gin       later files override earlier ones
     --gin.MODEL_DIR=\\"/tmp/run\\"            sugar for --gin_bindings='MODEL_DIR = "/tmp/run"'
@@ -13,10 +13,24 @@ import importlib.util  # noqa: F401  (gin's dynamic registration needs it loaded
 import logging
 import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 
 import gin
+from absl import app, flags
 
+GIN_FILES = flags.DEFINE_multi_string("gin_file", [],
+                                      "Gin files; later ones override earlier.")
+GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'X = 1'.")
+GIN_SEARCH_PATHS = flags.DEFINE_list("gin_search_paths", [],
+                                     "Directories searched for gin files and includes.")
+COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                  "host:port of process 0, for multi-host runs.")
+PROCESS_COUNT = flags.DEFINE_integer("process_count", None, "Processes in a multi-host run.")
+PROCESS_INDEX = flags.DEFINE_integer("process_index", None, "This process's index.")
+# Errors a user causes (config, data, paths): printed as one line, no framework trace.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError,
+               FloatingPointError)
 GIN_PREFIX = "--gin."
 # gin_configs/ sits beside the package in the source tree (editable installs).
 PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -87,3 +101,29 @@ def _close_file_hint(gin_file: str) -> str:
 def _first_line(error: Exception) -> str:
   text = str(error).strip()
   return re.sub(r"\s+", " ", text.splitlines()[0]) if text else type(error).__name__
+
+
+def run_configured(entry_point: Callable, **kwargs) -> None:
+  """Absl entry point body: join a multi-host run if asked, parse the gin flags, and call
+  `entry_point` with its gin bindings (plus `kwargs`)."""
+  from miniend_jax.train import partitioning  # pylint: disable=g-import-not-at-top
+  partitioning.initialize_distributed(COORDINATOR.value, PROCESS_COUNT.value,
+                                      PROCESS_INDEX.value)
+  parse(GIN_FILES.value, GIN_BINDINGS.value, GIN_SEARCH_PATHS.value)
+  gin.get_configurable(entry_point)(**kwargs)
+
+
+def console_main(entry_point: Callable, **kwargs) -> None:
+  """`python -m ...` for a gin-configured entry point, with --gin.NAME=VALUE sugar."""
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+      run_configured(entry_point, **kwargs)
+    except USER_ERRORS as error:
+      logging.getLogger(__name__).error("%s: %s", type(error).__name__, error)
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(main, argv=rewrite_gin_flags(sys.argv))

@@ -83,3 +83,28 @@ def hf_stand_ins(tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(datasets, "load_dataset", load_stand_in)
     yield files
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, sentencepiece_model):
+  """(run directory, config, params): a tiny model in the session vocabulary saved as the
+  trainer saves it, at steps 3 and 7 (the weights differ between the two)."""
+  import flax.linen as nn
+  import jax
+  import optax
+  import seqio
+
+  from miniend_jax.model import init_params, preset
+  from miniend_jax.train.checkpoints import Checkpointer
+  from miniend_jax.train.state import TrainState
+
+  vocab_size = seqio.SentencePieceVocabulary(sentencepiece_model, extra_ids=100).vocab_size
+  config = preset("tiny", vocab_size=vocab_size, num_decoder_layers=3)
+  model_dir = str(tmp_path_factory.mktemp("trained_run"))
+  checkpointer = Checkpointer(model_dir, period=1)
+  for step, seed in ((3, 4), (7, 5)):
+    params = nn.unbox(init_params(config, jax.random.key(seed)))
+    state = TrainState.create({"student": params}, optax.adafactor(1e-3))
+    checkpointer.save(step, state, config=config, data_position={"step": step})
+  checkpointer.close()
+  return model_dir, config, params

@@ -4,11 +4,8 @@ import os
 import subprocess
 import sys
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 import transformers
@@ -16,27 +13,8 @@ import transformers
 from miniend_jax import export
 from miniend_jax.convert.validation import CheckpointError
 from miniend_jax.evaluation.decoding import greedy_decode
-from miniend_jax.model import init_params, preset
-from miniend_jax.train.checkpoints import Checkpointer
-from miniend_jax.train.state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory, sentencepiece_model):
-  """A run directory with one checkpoint, as the trainer writes it."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  vocab_size = seqio.SentencePieceVocabulary(sentencepiece_model, extra_ids=100).vocab_size
-  config = preset("tiny", vocab_size=vocab_size, num_decoder_layers=3)
-  params = nn.unbox(init_params(config, jax.random.key(5)))
-  tx = optax.adafactor(1e-3)
-  state = TrainState.create({"student": params}, tx)
-  model_dir = str(tmp_path_factory.mktemp("run"))
-  checkpointer = Checkpointer(model_dir, period=1)
-  checkpointer.save(7, state, config=config, data_position={"step": 7})
-  checkpointer.close()
-  return model_dir, config, params
 
 
 def test_cli_export_reloads_in_transformers_with_same_logits_and_generation(

@@ -1,0 +1,145 @@
+"""Evaluate checkpoints on a seqio task or mixture (t5x's eval.py) and write predictions
+(t5x's infer.py).
+
+`evaluate` runs seqio.Evaluator with our predict and score functions and writes, under
+EVAL_OUTPUT_DIR, `<task>-metrics.jsonl` (seqio's JSON logger) and TensorBoard scalars.
+Given a run directory it evaluates its latest checkpoint, or every one with
+`checkpoint_steps="all"`. `infer` writes one JSON line per example: inputs, prediction
+and, optionally, the targets' log-likelihood.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+
+import seqio
+
+from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.convert.validation import CheckpointError
+from miniend_jax.data.dataset import get_mixture_or_task
+from miniend_jax.evaluation.model_fns import make_predict_fn, make_score_fn
+from miniend_jax.model.config import T5Config
+
+_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
+
+
+class EvaluationError(ValueError):
+  """An evaluation setting cannot work; the message names it."""
+
+
+def checkpoints_to_evaluate(checkpoint_path: str, checkpoint_steps: str = "latest"
+                            ) -> list[tuple[int, str]]:
+  """[(step, path)]: the checkpoint itself, or a run directory's latest or all."""
+  if not os.path.isdir(checkpoint_path):
+    raise CheckpointError(f"CHECKPOINT_PATH {checkpoint_path!r} does not exist.")
+  if checkpoint_steps not in ("latest", "all"):
+    raise EvaluationError(
+        f"checkpoint_steps must be 'latest' or 'all', got {checkpoint_steps!r}.")
+  name = os.path.basename(os.path.normpath(checkpoint_path))
+  if (match := _STEP_DIR.match(name)):
+    return [(int(match.group(1)), checkpoint_path)]
+  steps = sorted((int(m.group(1)), os.path.join(checkpoint_path, entry))
+                 for entry in os.listdir(checkpoint_path) if (m := _STEP_DIR.match(entry)))
+  if not steps:  # a Hugging Face or t5x directory: one model, no step
+    return [(0, checkpoint_path)]
+  return steps if checkpoint_steps == "all" else steps[-1:]
+
+
+def _check_task(mixture_or_task_name: str, split: str) -> None:
+  provider = get_mixture_or_task(mixture_or_task_name)
+  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+  if not any(task.metric_fns or task.score_metric_fns or task.predict_metric_fns
+             for task in tasks):
+    raise EvaluationError(
+        f"{mixture_or_task_name!r} has no metric functions: evaluation needs a task "
+        "registered with metric_fns (use infer to only write predictions).")
+  if split not in provider.splits:
+    raise EvaluationError(
+        f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}.")
+
+
+def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, eval_output_dir: str,
+             task_feature_lengths: Mapping[str, int], batch_size: int = 32,
+             split: str = "validation", num_beams: int = 1,
+             checkpoint_steps: str = "latest", model_config: T5Config | None = None,
+             num_examples: int | None = None) -> dict[int, dict[str, dict[str, float]]]:
+  """{step: {task: {metric: value}}} for the chosen checkpoints.
+
+  Args:
+    checkpoint_path: CHECKPOINT_PATH: a run directory, one checkpoint_<step>/, a Hugging
+      Face directory or a t5x checkpoint (then give model_config).
+    mixture_or_task_name: a registered seqio task or mixture with metrics.
+    eval_output_dir: EVAL_OUTPUT_DIR: <task>-metrics.jsonl and TensorBoard events.
+    task_feature_lengths: {"inputs": ..., "targets": ...}; targets bound the decode length.
+    batch_size: examples per decoding batch.
+    split: the evaluation split.
+    num_beams: 1 decodes greedily, more runs beam search.
+    checkpoint_steps: "latest" or "all" checkpoints of a run directory.
+    model_config: the architecture (required for t5x checkpoints only).
+    num_examples: evaluate only the first N examples of each task (smoke runs).
+  """
+  _check_task(mixture_or_task_name, split)
+  checkpoints = checkpoints_to_evaluate(checkpoint_path, checkpoint_steps)
+  evaluator = seqio.Evaluator(
+      mixture_or_task_name=mixture_or_task_name,
+      feature_converter=seqio.EncDecFeatureConverter(pack=False),
+      eval_split=split, sequence_length=dict(task_feature_lengths),
+      num_examples=num_examples,
+      logger_cls=(seqio.PyLoggingLogger, seqio.TensorBoardLogger, seqio.JSONLogger),
+      log_dir=eval_output_dir)
+  results = {}
+  for step, path in checkpoints:
+    config, params = load_model(path, model_config)
+    predict_fn = make_predict_fn(config, params, batch_size=batch_size,
+                                 max_decode_length=task_feature_lengths["targets"],
+                                 num_beams=num_beams)
+    score_fn = make_score_fn(config, params, batch_size=batch_size)
+    metrics, _ = evaluator.evaluate(compute_metrics=True, step=step, predict_fn=predict_fn,
+                                    score_fn=score_fn)
+    results[step] = metrics.result()
+  return results
+
+
+def infer(*, checkpoint_path: str, mixture_or_task_name: str, output_file: str,
+          task_feature_lengths: Mapping[str, int], batch_size: int = 32,
+          split: str = "validation", num_beams: int = 1, with_scores: bool = False,
+          model_config: T5Config | None = None, num_examples: int | None = None,
+          overwrite: bool = False) -> int:
+  """Write {"inputs", "prediction"[, "score"]} per example as JSON lines; -> count."""
+  if os.path.exists(output_file) and not overwrite:
+    raise FileExistsError(
+        f"{output_file} exists; choose another OUTPUT_FILE or set overwrite=True.")
+  provider = get_mixture_or_task(mixture_or_task_name)
+  if split not in provider.splits:
+    raise EvaluationError(
+        f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}.")
+  config, params = load_model(checkpoint_path, model_config)
+  lengths = dict(task_feature_lengths)
+  dataset = provider.get_dataset(sequence_length=lengths, split=split, shuffle=False,
+                                 num_epochs=1)
+  if num_examples is not None:
+    dataset = dataset.take(num_examples)
+  examples = list(dataset.as_numpy_iterator())
+  converted = seqio.EncDecFeatureConverter(pack=False)(dataset, lengths).enumerate()
+  vocabulary = provider.output_features["targets"].vocabulary
+  predictions = dict(make_predict_fn(config, params, batch_size=batch_size,
+                                     max_decode_length=lengths["targets"],
+                                     num_beams=num_beams)(converted))
+  scores = (dict(make_score_fn(config, params, batch_size=batch_size)(converted))
+            if with_scores else {})
+  os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
+  temporary = output_file + ".tmp"
+  with open(temporary, "w", encoding="utf-8") as f:
+    for index, example in enumerate(examples):
+      inputs = example.get("inputs_pretokenized", example["inputs"])
+      record = {"inputs": inputs.decode() if isinstance(inputs, bytes)
+                else vocabulary.decode([int(t) for t in inputs]),
+                "prediction": vocabulary.decode(predictions[index])}
+      if with_scores:
+        record["score"] = scores[index]
+      f.write(json.dumps(record, ensure_ascii=False) + "\n")
+  os.replace(temporary, output_file)
+  return len(examples)
