@@ -58,6 +58,10 @@ def register() -> None:
       postprocess_fn=functools.partial(glue.label_to_class_id,
                                         label_names=embedded_corpus.TOPIC_PACKAGES),
       metric_fns=[metrics.accuracy])
+  # Both offline downstream tasks, mixed by size: one finetuning run, both metrics.
+  registration.add_mixture(
+      "embedded_downstream", ["embedded_summarization", "embedded_topic_classification"],
+      default_rate=seqio.mixing_rate_num_examples)
 
 
 register()

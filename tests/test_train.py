@@ -278,3 +278,35 @@ def test_teacher_config_is_checked_against_the_teacher_weights(tmp_path, single_
     train_with(str(model_dir), f'TEACHER_CHECKPOINT = "{single_device_run}"',
                vocabulary=sentencepiece_model)
   assert not model_dir.exists()
+
+
+def test_finetuning_with_inference_evaluation_improves_downstream_metrics(
+    tmp_path, trained_checkpoint, sentencepiece_model):
+  """runs/finetune.gin on both embedded downstream tasks: seqio evaluation during
+  training (EVAL_PERIOD) shows accuracy and ROUGE above the untrained model's."""
+  import tasks  # pylint: disable=g-import-not-at-top
+  from miniend_jax.evaluation.evaluator import InferenceEvaluator  # pylint: disable=g-import-not-at-top
+  tasks.embedded.register()  # other tests may have reset seqio's registries
+  start_dir, config, _ = trained_checkpoint
+  lengths = {"inputs": 64, "targets": 16}
+  evaluation = InferenceEvaluator("embedded_downstream", lengths, batch_size=64)
+  before = evaluation(config, load_model(start_dir)[1], 0, str(tmp_path / "before"))
+  model_dir = str(tmp_path / "finetune")
+  train_with(model_dir, "MIXTURE_OR_TASK_NAME = 'embedded_downstream'",
+             f"TASK_FEATURE_LENGTHS = {lengths}", "BATCH_SIZE = 16",
+             "STUDENT_CONFIG = %TINY", f"tiny/config.preset.vocab_size = {config.vocab_size}",
+             "tiny/config.preset.num_decoder_layers = 3",
+             f'INITIAL_CHECKPOINT_PATH = "{start_dir}"', "TRAIN_STEPS = 150",
+             "EVAL_PERIOD = 75", "EVAL_BATCH_SIZE = 64", "CHECKPOINT_PERIOD = 150",
+             "LOG_PERIOD = 50", "LEARNING_RATE = 2e-2",
+             gin_files=("runs/finetune.gin", "models/tiny.gin"),
+             vocabulary=sentencepiece_model)
+  eval_dir = os.path.join(model_dir, "eval")
+  topic = [json.loads(line) for line in
+           open(os.path.join(eval_dir, "embedded_topic_classification-metrics.jsonl"))]
+  summary = [json.loads(line) for line in
+             open(os.path.join(eval_dir, "embedded_summarization-metrics.jsonl"))]
+  assert [r["step"] for r in topic] == [75, 150] == [r["step"] for r in summary]
+  assert topic[-1]["accuracy"] > before["embedded_topic_classification"]["accuracy"]
+  for key in ("rouge1", "rougeL"):
+    assert summary[-1][key] > before["embedded_summarization"][key], key

@@ -61,6 +61,47 @@ def _check_task(mixture_or_task_name: str, split: str) -> None:
         f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}.")
 
 
+class InferenceEvaluator:
+  """seqio inference evaluation of in-memory parameters (t5x's evaluation during training).
+
+  Built by gin for a training run (runs/finetune.gin binds it to the trainer with
+  EVAL_PERIOD); the seqio.Evaluator, with its cached task datasets, is made on first use.
+  """
+
+  def __init__(self, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], *,
+               batch_size: int = 32, split: str = "validation", num_beams: int = 1,
+               num_examples: int | None = None):
+    _check_task(mixture_or_task_name, split)
+    self.mixture_or_task_name = mixture_or_task_name
+    self.task_feature_lengths = dict(task_feature_lengths)
+    self.batch_size = batch_size
+    self.split = split
+    self.num_beams = num_beams
+    self.num_examples = num_examples
+    self._evaluator = None
+    self._output_dir = None
+
+  def __call__(self, config: T5Config, params, step: int, output_dir: str
+               ) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}}; appends to <task>-metrics.jsonl in `output_dir`."""
+    if self._evaluator is None or output_dir != self._output_dir:
+      self._output_dir = output_dir
+      self._evaluator = seqio.Evaluator(
+          mixture_or_task_name=self.mixture_or_task_name,
+          feature_converter=seqio.EncDecFeatureConverter(pack=False),
+          eval_split=self.split, sequence_length=self.task_feature_lengths,
+          num_examples=self.num_examples,
+          logger_cls=(seqio.PyLoggingLogger, seqio.TensorBoardLogger, seqio.JSONLogger),
+          log_dir=output_dir)
+    predict_fn = make_predict_fn(config, params, batch_size=self.batch_size,
+                                 max_decode_length=self.task_feature_lengths["targets"],
+                                 num_beams=self.num_beams)
+    score_fn = make_score_fn(config, params, batch_size=self.batch_size)
+    metrics, _ = self._evaluator.evaluate(compute_metrics=True, step=step,
+                                          predict_fn=predict_fn, score_fn=score_fn)
+    return metrics.result()
+
+
 def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, eval_output_dir: str,
              task_feature_lengths: Mapping[str, int], batch_size: int = 32,
              split: str = "validation", num_beams: int = 1,
@@ -81,25 +122,13 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, eval_output_dir
     model_config: the architecture (required for t5x checkpoints only).
     num_examples: evaluate only the first N examples of each task (smoke runs).
   """
-  _check_task(mixture_or_task_name, split)
-  checkpoints = checkpoints_to_evaluate(checkpoint_path, checkpoint_steps)
-  evaluator = seqio.Evaluator(
-      mixture_or_task_name=mixture_or_task_name,
-      feature_converter=seqio.EncDecFeatureConverter(pack=False),
-      eval_split=split, sequence_length=dict(task_feature_lengths),
-      num_examples=num_examples,
-      logger_cls=(seqio.PyLoggingLogger, seqio.TensorBoardLogger, seqio.JSONLogger),
-      log_dir=eval_output_dir)
+  inference = InferenceEvaluator(mixture_or_task_name, task_feature_lengths,
+                                 batch_size=batch_size, split=split, num_beams=num_beams,
+                                 num_examples=num_examples)
   results = {}
-  for step, path in checkpoints:
+  for step, path in checkpoints_to_evaluate(checkpoint_path, checkpoint_steps):
     config, params = load_model(path, model_config)
-    predict_fn = make_predict_fn(config, params, batch_size=batch_size,
-                                 max_decode_length=task_feature_lengths["targets"],
-                                 num_beams=num_beams)
-    score_fn = make_score_fn(config, params, batch_size=batch_size)
-    metrics, _ = evaluator.evaluate(compute_metrics=True, step=step, predict_fn=predict_fn,
-                                    score_fn=score_fn)
-    results[step] = metrics.result()
+    results[step] = inference(config, params, step, eval_output_dir)
   return results
 
 

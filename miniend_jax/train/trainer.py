@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from miniend_jax.convert.checkpoint_loading import load_model
 from miniend_jax.data.dataset import BatchIterator, DatasetConfig
@@ -106,6 +107,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           num_devices: int | None = None,
           logical_axis_rules: partitioning.LogicalRules = partitioning.STANDARD_RULES,
           num_microbatches: int = 1, report_accuracy: bool = True, seed: int = 0,
+          inference_evaluator: Callable[..., Any] | None = None,
+          eval_period: int | None = None,
           operative_config: Callable[[], str] | None = None) -> dict[str, float]:
   """Train until `total_steps` (resuming from MODEL_DIR's latest checkpoint).
 
@@ -132,6 +135,10 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     num_microbatches: gradient accumulation steps per update.
     report_accuracy: log the student's accuracy and cross-entropy on targets.
     seed: parameter initialisation and dropout.
+    inference_evaluator: called as (student_config, student_params, step, output_dir)
+      every `eval_period` steps and at the end (e.g. evaluation.InferenceEvaluator:
+      seqio metrics into MODEL_DIR/eval/<task>-metrics.jsonl).
+    eval_period: EVAL_PERIOD; None evaluates only at the end (when an evaluator is set).
     operative_config: returns the gin operative config text, written to config.gin.
 
   Returns:
@@ -141,6 +148,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   _check_model_dir(model_dir)
   if total_steps < 1:
     raise TrainError(f"TRAIN_STEPS must be >= 1, got {total_steps}.")
+  if eval_period is not None and eval_period < 1:
+    raise TrainError(f"EVAL_PERIOD must be >= 1 or None, got {eval_period}.")
   if student_init not in ("random", "teacher_layers"):
     raise TrainError(f"student_init must be 'random' or 'teacher_layers', got "
                      f"{student_init!r}.")
@@ -263,6 +272,11 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           writer.write(step, means)
           last_logged = means
           pending, period_start, seqs, target_tokens = [], time.time(), 0, 0
+        if inference_evaluator is not None and (
+            step == total_steps or (eval_period and step % eval_period == 0)):
+          student = multihost_utils.process_allgather(state.params["student"], tiled=True)
+          inference_evaluator(student_config, student, step,
+                              os.path.join(model_dir, "eval"))
         if checkpointer.should_save(step) or step == total_steps or preempted["flag"]:
           checkpointer.save(step, state, config=student_config,
                             data_position={"step": step})
