@@ -51,7 +51,7 @@ def test_infer_writes_predictions_and_scores(tmp_path, trained_checkpoint,
   output_file = tmp_path / "predictions.jsonl"
   count = run(evaluator.infer, "runs/infer.gin", sentencepiece_model,
               f'CHECKPOINT_PATH = "{model_dir}/checkpoint_7"',
-              f'OUTPUT_FILE = "{output_file}"', "WITH_SCORES = True")
+              f'OUTPUT_FILE = "{output_file}"', "WITH_SCORES = True", "NUM_BEAMS = 2")
   records = [json.loads(line) for line in output_file.read_text().splitlines()]
   assert count == len(records) == 12
   assert all(record["inputs"].startswith("topic") or record["inputs"] for record in records)

@@ -64,3 +64,30 @@ def greedy_decode(config: T5Config, params, encoder_input_tokens: jax.Array, *,
            jnp.full((batch,), config.decoder_start_id, jnp.int32),
            jnp.zeros((batch,), jnp.bool_))
   return lax.while_loop(not_finished, step_fn, state)[2]
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def sequence_log_likelihood(config: T5Config, params, encoder_input_tokens: jax.Array,
+                            target_tokens: jax.Array) -> jax.Array:
+  """log p(targets | inputs) by teacher forcing: [batch].
+
+  `target_tokens` [batch, length] are decoded tokens or padded labels. A row counts its
+  tokens up to and including its first EOS, except trailing padding; a padding id that a
+  model generated before its EOS counts like any token.
+  """
+  length = target_tokens.shape[1]
+  decoder_input = jnp.concatenate(
+      [jnp.full_like(target_tokens[:, :1], config.decoder_start_id), target_tokens[:, :-1]],
+      axis=1)
+  # No target padding mask: causal attention already keeps later positions out.
+  logits = Transformer(config).apply({"params": params}, encoder_input_tokens, decoder_input)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)  # [batch, length, vocab]
+  token = jnp.take_along_axis(log_probs, target_tokens[..., None], axis=-1)[..., 0]
+  positions = jnp.arange(length)
+  is_eos = target_tokens == config.eos_id
+  through_eos = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1) + 1, length)
+  not_pad = target_tokens != config.pad_id
+  last_token = length - jnp.argmax(not_pad[:, ::-1], axis=1)  # 1 + index of the last one
+  last_token = jnp.where(jnp.any(not_pad, axis=1), last_token, 0)
+  counted = (positions < through_eos[:, None]) & (positions < last_token[:, None])
+  return jnp.sum(jnp.where(counted, token, 0.0), axis=-1)

@@ -7,7 +7,6 @@ are padded to one fixed size so that every batch reuses one compiled function.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Sequence
 
 import jax
@@ -15,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
-from miniend_jax.evaluation.decoding import greedy_decode
+from miniend_jax.evaluation.beam_search import beam_search
+from miniend_jax.evaluation.decoding import greedy_decode, sequence_log_likelihood
 from miniend_jax.model.config import T5Config
-from miniend_jax.model.network import Transformer
 
 
 def _fixed_size_batches(dataset: tf.data.Dataset, batch_size: int
@@ -40,7 +39,6 @@ def make_predict_fn(config: T5Config, params, *, batch_size: int, max_decode_len
   def decode(encoder_tokens):
     if num_beams == 1:
       return greedy_decode(config, params, encoder_tokens, max_decode_length=max_decode_length)
-    from miniend_jax.evaluation.beam_search import beam_search  # pylint: disable=g-import-not-at-top
     tokens, _ = beam_search(config, params, encoder_tokens,
                             max_decode_length=max_decode_length, num_beams=num_beams)
     return tokens[:, 0]
@@ -59,18 +57,6 @@ def make_predict_fn(config: T5Config, params, *, batch_size: int, max_decode_len
   return predict_fn
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def target_log_likelihood(config: T5Config, params, features) -> jax.Array:
-  """Sum over target tokens of log p(target | inputs, previous targets): [batch]."""
-  logits = Transformer(config).apply(
-      {"params": params}, features["encoder_input_tokens"], features["decoder_input_tokens"],
-      features["decoder_target_tokens"])
-  targets = features["decoder_target_tokens"]
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  token = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  return jnp.sum(token * (targets != config.pad_id), axis=-1)
-
-
 def make_score_fn(config: T5Config, params, *, batch_size: int) -> Callable:
   """A seqio score_fn: the log-likelihood of each example's targets."""
 
@@ -79,10 +65,9 @@ def make_score_fn(config: T5Config, params, *, batch_size: int) -> Callable:
     del model_feature_shapes
     results = []
     for indices, features, real in _fixed_size_batches(dataset, batch_size):
-      model_features = {k: jnp.asarray(features[k]) for k in
-                        ("encoder_input_tokens", "decoder_input_tokens",
-                         "decoder_target_tokens")}
-      scores = np.asarray(target_log_likelihood(config, params, model_features))
+      scores = np.asarray(sequence_log_likelihood(
+          config, params, jnp.asarray(features["encoder_input_tokens"]),
+          jnp.asarray(features["decoder_target_tokens"])))
       results += [(int(i), float(s)) for i, s in zip(indices[:real], scores[:real])]
     return results
 
