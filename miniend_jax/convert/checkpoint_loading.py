@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 from flax import traverse_util
 
 from miniend_jax.convert import hf, t5x
+from miniend_jax.convert.step_directories import step_directories, step_of
 from miniend_jax.convert.validation import CheckpointError, params_for_config
 from miniend_jax.model.config import T5Config
-
-_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
-
 
 def detect_format(path: str) -> str:
   """"hf", "miniend" (our checkpoint_<step>/ with state/ and meta/), or "t5x"."""
@@ -40,12 +37,10 @@ def detect_format(path: str) -> str:
 
 
 def _latest_step_dir(path: str) -> str | None:
-  if _STEP_DIR.match(os.path.basename(os.path.normpath(path))):
+  if step_of(path) is not None:
     return path
-  steps = sorted((int(m.group(1)), name) for name in os.listdir(path)
-                 if (m := _STEP_DIR.match(name))
-                 and os.path.isdir(os.path.join(path, name, "state")))
-  return os.path.join(path, steps[-1][1]) if steps else None
+  steps = step_directories(path, complete=lambda d: os.path.isdir(os.path.join(d, "state")))
+  return steps[-1][1] if steps else None
 
 
 def load_model(path: str, config: T5Config | None = None) -> tuple[T5Config, dict]:

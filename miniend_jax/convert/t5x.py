@@ -11,17 +11,14 @@ same {target, state} tree. Our parameter names are t5x's, so no renaming is need
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import numpy as np
 from flax import serialization, traverse_util
 
+from miniend_jax.convert.step_directories import step_directories
 from miniend_jax.convert.validation import CheckpointError, params_for_config
 from miniend_jax.model.config import T5Config
-
-_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
-
 
 def find_step_dir(path: str) -> str:
   """`path` itself if it is one checkpoint, else its latest checkpoint_<step>/."""
@@ -29,13 +26,12 @@ def find_step_dir(path: str) -> str:
     raise CheckpointError(f"t5x checkpoint {path!r} does not exist or is not a directory.")
   if _layout(path) is not None:
     return path
-  steps = sorted((int(m.group(1)), name) for name in os.listdir(path)
-                 if (m := _STEP_DIR.match(name)) and _layout(os.path.join(path, name)))
+  steps = step_directories(path, complete=lambda d: _layout(d) is not None)
   if not steps:
     raise CheckpointError(
         f"{path!r} is not a t5x checkpoint: it holds neither a msgpack 'checkpoint' file, "
         "nor an Orbax 'state/' directory, nor checkpoint_<step>/ directories with one.")
-  return os.path.join(path, steps[-1][1])
+  return steps[-1][1]
 
 
 def _layout(step_dir: str) -> str | None:

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 
 import seqio
 
 from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.convert.step_directories import step_directories, step_of
 from miniend_jax.convert.validation import CheckpointError
 from miniend_jax.data.dataset import get_mixture_or_task
 from miniend_jax.evaluation.model_fns import make_predict_fn, make_score_fn
 from miniend_jax.model.config import T5Config
-
-_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
-
 
 class EvaluationError(ValueError):
   """An evaluation setting cannot work; the message names it."""
@@ -38,11 +35,10 @@ def checkpoints_to_evaluate(checkpoint_path: str, checkpoint_steps: str = "lates
   if checkpoint_steps not in ("latest", "all"):
     raise EvaluationError(
         f"checkpoint_steps must be 'latest' or 'all', got {checkpoint_steps!r}.")
-  name = os.path.basename(os.path.normpath(checkpoint_path))
-  if (match := _STEP_DIR.match(name)):
-    return [(int(match.group(1)), checkpoint_path)]
-  steps = sorted((int(m.group(1)), os.path.join(checkpoint_path, entry))
-                 for entry in os.listdir(checkpoint_path) if (m := _STEP_DIR.match(entry)))
+  step = step_of(checkpoint_path)
+  if step is not None:
+    return [(step, checkpoint_path)]
+  steps = step_directories(checkpoint_path)
   if not steps:  # a Hugging Face or t5x directory: one model, no step
     return [(0, checkpoint_path)]
   return steps if checkpoint_steps == "all" else steps[-1:]
