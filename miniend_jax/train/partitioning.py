@@ -30,9 +30,6 @@ STANDARD_RULES: LogicalRules = (
     ("relpos_buckets", None),
     ("layers", None),
 )
-# Replicates every parameter and splits only the batch: pure data parallelism.
-DATA_PARALLEL_RULES: LogicalRules = tuple(
-    (name, "data" if name == "batch" else None) for name, _ in STANDARD_RULES)
 
 
 class PartitioningError(ValueError):
