@@ -70,15 +70,21 @@ class DatasetConfig:
   module: str | None = None
 
 
-def get_mixture_or_task(name: str, module: str | None = None
+def get_mixture_or_task(name: str, module: str | None = None, *, split: str | None = None
                         ) -> seqio.Task | seqio.Mixture:
-  """The registered task or mixture `name`, with close-name suggestions when unknown."""
+  """The registered task or mixture `name`, with close-name suggestions when unknown;
+  with `split`, also checked to have that split."""
   if module:
     importlib.import_module(module)
+  provider = None
   if name in seqio.MixtureRegistry.names():
-    return seqio.MixtureRegistry.get(name)
-  if name in seqio.TaskRegistry.names():
-    return seqio.TaskRegistry.get(name)
+    provider = seqio.MixtureRegistry.get(name)
+  elif name in seqio.TaskRegistry.names():
+    provider = seqio.TaskRegistry.get(name)
+  if provider is not None:
+    if split is not None and split not in provider.splits:
+      raise DataError(f"{name!r} has no split {split!r}; it has {sorted(provider.splits)}.")
+    return provider
   known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
   close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
   hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
@@ -88,10 +94,7 @@ def get_mixture_or_task(name: str, module: str | None = None
       "registered now.")
 
 
-def _check_config(config: DatasetConfig, provider, num_shards: int) -> None:
-  if config.split not in provider.splits:
-    raise DataError(f"{config.mixture_or_task_name!r} has no split {config.split!r}; it "
-                    f"has {sorted(provider.splits)}.")
+def _check_config(config: DatasetConfig, num_shards: int) -> None:
   for feature in ("inputs", "targets"):
     length = config.task_feature_lengths.get(feature)
     if not isinstance(length, int) or length <= 0:
@@ -125,8 +128,9 @@ def get_dataset(config: DatasetConfig, *, shard_id: int | None = None,
   if start_step and config.shuffle and config.seed is None:
     raise DataError("Resuming at start_step > 0 needs a fixed seed; set the dataset "
                     "config's seed.")
-  provider = get_mixture_or_task(config.mixture_or_task_name, config.module)
-  _check_config(config, provider, num_shards)
+  provider = get_mixture_or_task(config.mixture_or_task_name, config.module,
+                                 split=config.split)
+  _check_config(config, num_shards)
   lengths = dict(config.task_feature_lengths)
   # No seqio in-memory caching of small sources: it would replay the first epoch's order
   # every epoch, put the cached data into saved iterator states, and warn whenever an

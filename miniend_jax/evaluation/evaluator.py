@@ -45,16 +45,13 @@ def checkpoints_to_evaluate(checkpoint_path: str, checkpoint_steps: str = "lates
 
 
 def _check_task(mixture_or_task_name: str, split: str) -> None:
-  provider = get_mixture_or_task(mixture_or_task_name)
+  provider = get_mixture_or_task(mixture_or_task_name, split=split)
   tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
   if not any(task.metric_fns or task.score_metric_fns or task.predict_metric_fns
              for task in tasks):
     raise EvaluationError(
         f"{mixture_or_task_name!r} has no metric functions: evaluation needs a task "
         "registered with metric_fns (use infer to only write predictions).")
-  if split not in provider.splits:
-    raise EvaluationError(
-        f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}.")
 
 
 class InferenceEvaluator:
@@ -137,10 +134,7 @@ def infer(*, checkpoint_path: str, mixture_or_task_name: str, output_file: str,
   if os.path.exists(output_file) and not overwrite:
     raise FileExistsError(
         f"{output_file} exists; choose another OUTPUT_FILE or set overwrite=True.")
-  provider = get_mixture_or_task(mixture_or_task_name)
-  if split not in provider.splits:
-    raise EvaluationError(
-        f"{mixture_or_task_name!r} has no split {split!r}; it has {sorted(provider.splits)}.")
+  provider = get_mixture_or_task(mixture_or_task_name, split=split)
   config, params = load_model(checkpoint_path, model_config)
   lengths = dict(task_feature_lengths)
   dataset = provider.get_dataset(sequence_length=lengths, split=split, shuffle=False,
