@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 from absl import app, flags
 
-from miniend_jax.convert import hf
-from miniend_jax.convert.checkpoint_loading import load_model
-from miniend_jax.model import Transformer, preset
-from miniend_jax.model.config import T5Config
+from miniend_jax.convert.hf_export import export
 
 CHECKPOINT_DIR = flags.DEFINE_string("checkpoint_dir", None, "Checkpoint to export.",
                                      required=True)
@@ -31,42 +27,6 @@ MODEL_PRESET = flags.DEFINE_string("model_preset", None,
                                    "Architecture of a t5x checkpoint (they record none).")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty output directory.")
 VERIFY = flags.DEFINE_bool("verify", True, "Reload with transformers and compare logits.")
-
-
-def verify_with_transformers(config: T5Config, params, output_dir: str, *,
-                             seed: int = 0) -> float | None:
-  """Max |logit difference| between transformers' reload and ours (None without torch)."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    import transformers  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  rng = np.random.default_rng(seed)
-  encoder = rng.integers(2, config.vocab_size, (2, 12))
-  encoder[1, 7:] = 0
-  decoder = rng.integers(2, config.vocab_size, (2, 6))
-  decoder[:, 0] = config.decoder_start_id
-  model = transformers.T5ForConditionalGeneration.from_pretrained(output_dir).eval()
-  with torch.no_grad():
-    theirs = model(input_ids=torch.tensor(encoder), attention_mask=torch.tensor(encoder != 0),
-                   decoder_input_ids=torch.tensor(decoder)).logits.numpy()
-  ours = np.asarray(Transformer(config).apply({"params": params}, encoder, decoder))
-  return float(np.max(np.abs(theirs - ours)))
-
-
-def export(checkpoint_dir: str, output_dir: str, *, vocabulary: str | None = None,
-           model_preset: str | None = None, overwrite: bool = False, verify: bool = True,
-           tolerance: float = 1e-3) -> dict:
-  """Write the export and return {"output_dir", "config", "max_logit_difference"}."""
-  config = preset(model_preset) if model_preset else None
-  config, params = load_model(checkpoint_dir, config)
-  path = hf.save(config, params, output_dir, vocabulary_path=vocabulary, overwrite=overwrite)
-  difference = verify_with_transformers(config, params, path) if verify else None
-  if difference is not None and difference > tolerance:
-    raise ValueError(
-        f"The export in {path} does not reproduce the checkpoint: transformers' logits differ "
-        f"by up to {difference:.3g} (tolerance {tolerance}).")
-  return {"output_dir": path, "config": config, "max_logit_difference": difference}
 
 
 def main(argv):

@@ -113,6 +113,19 @@ def run_configured(entry_point: Callable, **kwargs) -> None:
   gin.get_configurable(entry_point)(**kwargs)
 
 
+def call_configured(entry_point: Callable, gin_files: Sequence[str],
+                    gin_bindings: Sequence[str] = (), **kwargs):
+  """In-process equivalent of the command line `--gin_file=... --gin_bindings=...`:
+  parse into a clean gin config, call `entry_point` with its bindings (plus `kwargs`),
+  and clear the config again. Returns what `entry_point` returns."""
+  gin.clear_config()
+  try:
+    parse(gin_files, gin_bindings)
+    return gin.get_configurable(entry_point)(**kwargs)
+  finally:
+    gin.clear_config()
+
+
 def console_main(entry_point: Callable, **kwargs) -> None:
   """`python -m ...` for a gin-configured entry point, with --gin.NAME=VALUE sugar."""
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from miniend_jax import export
+from miniend_jax.convert.hf_export import export
 from miniend_jax.convert.validation import CheckpointError
 from miniend_jax.evaluation.decoding import greedy_decode
 
@@ -48,11 +48,11 @@ def test_export_refuses_a_non_empty_directory(tmp_path, trained_checkpoint):
   target.mkdir()
   (target / "README.md").write_text("mine")
   with pytest.raises(FileExistsError, match="not empty"):
-    export.export(model_dir, str(target), verify=False)
+    export(model_dir, str(target), verify=False)
   assert os.listdir(target) == ["README.md"]
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(CheckpointError, match="does not exist"):
-    export.export(str(tmp_path / "nothing"), str(tmp_path / "hf"))
+    export(str(tmp_path / "nothing"), str(tmp_path / "hf"))
   assert not (tmp_path / "hf").exists()

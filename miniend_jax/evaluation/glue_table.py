@@ -11,13 +11,12 @@ their mean (STS-B: Pearson by default).
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 
 from absl import app, flags
 
 from miniend_jax.data.metrics import PAPER_GLUE_TASKS, glue_score
+from miniend_jax.evaluation.metrics_files import latest_task_metrics
 
 COLUMNS = {"sst2": "SST-2", "mrpc": "MRPC (F1)", "stsb": "STS-B", "qqp": "QQP (F1)",
            "mnli_matched": "MNLI-m", "mnli_mismatched": "MNLI-mm", "qnli": "QNLI",
@@ -28,16 +27,9 @@ def latest_metrics(eval_dir: str, tasks=PAPER_GLUE_TASKS) -> dict[str, dict[str,
   """{task: metrics of its latest evaluated step} from glue_<task>_v002-metrics.jsonl."""
   result = {}
   for task in tasks:
-    path = os.path.join(eval_dir, f"glue_{task}_v002-metrics.jsonl")
-    if not os.path.exists(path):
-      raise FileNotFoundError(
-          f"{path} is missing: evaluate the model on glue_{task}_v002 (or the "
-          "glue_v002_proportional mixture) first.")
-    with open(path) as f:
-      records = [json.loads(line) for line in f if line.strip()]
-    if not records:
-      raise ValueError(f"{path} holds no evaluation.")
-    latest = max(records, key=lambda r: r.get("step", -1))
+    latest = latest_task_metrics(
+        eval_dir, f"glue_{task}_v002",
+        hint=" (or the glue_v002_proportional mixture)")
     result[task] = {k: v for k, v in latest.items() if k != "step"}
   return result
 

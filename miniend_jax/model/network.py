@@ -234,3 +234,9 @@ def logical_axes(config: T5Config):
   """The logical axis names of every parameter, as a tree of PartitionSpecs."""
   shapes = jax.eval_shape(lambda rng: init_params(config, rng), jax.random.key(0))
   return nn.get_partition_spec(shapes)
+
+
+def parameter_count(config: T5Config) -> int:
+  """Number of parameters of the architecture (computed from shapes, nothing allocated)."""
+  shapes = jax.eval_shape(lambda rng: init_params(config, rng), jax.random.key(0))
+  return sum(leaf.size for leaf in jax.tree_util.tree_leaves(nn.unbox(shapes)))

@@ -24,8 +24,12 @@ class MetricsWriter:
   """Appends one JSON object per logged step and the same scalars to TensorBoard."""
 
   def __init__(self, model_dir: str, *, total_steps: int, start_step: int = 0,
-               subdir: str = "train", stream=None):
+               subdir: str = "train", stream=None, console_interval_seconds: float = 0.0):
+    """`console_interval_seconds`: print a progress line at most this often (the first
+    and last steps always print); files and TensorBoard get every written step."""
     self.enabled = jax.process_index() == 0
+    self._console_interval = console_interval_seconds
+    self._last_console = -math.inf
     self.total_steps = total_steps
     self._stream = stream or sys.stderr
     self._start_time = time.time()
@@ -52,6 +56,11 @@ class MetricsWriter:
     self._progress(step, record)
 
   def _progress(self, step: int, record: Mapping[str, float]) -> None:
+    now = time.time()
+    if (now - self._last_console < self._console_interval and step != self.total_steps
+        and step != self._start_step + 1):
+      return
+    self._last_console = now
     done = step - self._start_step
     elapsed = time.time() - self._start_time
     remaining = (self.total_steps - step) * elapsed / done if done > 0 else math.nan

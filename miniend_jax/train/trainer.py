@@ -109,6 +109,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           num_microbatches: int = 1, report_accuracy: bool = True, seed: int = 0,
           inference_evaluator: Callable[..., Any] | None = None,
           eval_period: int | None = None,
+          console_interval_seconds: float = 0.0,
           operative_config: Callable[[], str] | None = None) -> dict[str, float]:
   """Train until `total_steps` (resuming from MODEL_DIR's latest checkpoint).
 
@@ -139,6 +140,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
       every `eval_period` steps and at the end (e.g. evaluation.InferenceEvaluator:
       seqio metrics into MODEL_DIR/eval/<task>-metrics.jsonl).
     eval_period: EVAL_PERIOD; None evaluates only at the end (when an evaluator is set).
+    console_interval_seconds: print the console progress line at most this often (0:
+      at every logged step); metrics.jsonl and TensorBoard get every logged step.
     operative_config: returns the gin operative config text, written to config.gin.
 
   Returns:
@@ -244,7 +247,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
                       out_shardings=(state_shardings, None), donate_argnums=(0,))
     dropout_rng = jax.random.key(seed + 2)
 
-    writer = MetricsWriter(model_dir, total_steps=total_steps, start_step=start_step)
+    writer = MetricsWriter(model_dir, total_steps=total_steps, start_step=start_step,
+                           console_interval_seconds=console_interval_seconds)
     preempted = {"flag": False}
     previous_handler = signal.signal(signal.SIGTERM,
                                      lambda *_: preempted.__setitem__("flag", True))

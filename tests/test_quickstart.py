@@ -1,0 +1,226 @@
+"""The quickstart end to end at miniature size: every stage, the report and its numbers
+(checked against the files the stages wrote and against an independent recomputation),
+the figures, the Hugging Face export, reruns and refused settings."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.data.dataset import BatchIterator, DatasetConfig
+from miniend_jax.evaluation.metrics_files import read_jsonl
+from miniend_jax.model import Transformer
+from miniend_jax.quickstart import pipeline, sizes
+from miniend_jax.quickstart.workspace import Workspace
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ("teacher", "student_scratch", "student_miniend_e")
+
+
+@pytest.fixture(scope="module")
+def miniature(tmp_path_factory):
+  """(output dir, console output) of `python -m miniend_jax.quickstart --size=miniature`."""
+  output_dir = str(tmp_path_factory.mktemp("quickstart") / "run")
+  result = subprocess.run(
+      [sys.executable, "-m", "miniend_jax.quickstart", f"--output_dir={output_dir}",
+       "--size=miniature"], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
+      capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+  return output_dir, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def report(miniature):
+  with open(os.path.join(miniature[0], "report.json")) as f:
+    return json.load(f)
+
+
+def test_every_stage_runs_and_writes_its_outputs(miniature):
+  output_dir, console = miniature
+  stages = ["vocabulary", *MODELS, *(f"validation_{m}" for m in MODELS),
+            *(f"finetune_{m}" for m in MODELS)]
+  for index, stage in enumerate(stages, start=1):
+    assert f"stage {index}/11 {stage}: done in" in console, stage
+    assert os.path.exists(os.path.join(output_dir, "stages", f"{stage}.json"))
+  assert re.search(r"stage 11/11 export_\w+: done in", console)
+  for model in MODELS:
+    run_dir = os.path.join(output_dir, model)
+    assert {"config.gin", "model-info.txt", "metrics.jsonl"} <= set(os.listdir(run_dir))
+    assert os.path.exists(os.path.join(output_dir, "gin", f"{model}.gin"))
+    assert os.path.exists(os.path.join(output_dir, f"finetune_{model}", "eval",
+                                       "embedded_topic_classification-metrics.jsonl"))
+  # The distilled student learnt from the pretrained teacher, not a random one.
+  config_gin = open(os.path.join(output_dir, "student_miniend_e", "config.gin")).read()
+  assert f"# Teacher: loaded from {os.path.join(output_dir, 'teacher')}" in config_gin
+  for name in ("report.md", "report.json", "training_losses.png", "gradient_norms.png"):
+    assert os.path.getsize(os.path.join(output_dir, name)) > 1000, name
+  for name in ("training_losses.png", "gradient_norms.png"):
+    with open(os.path.join(output_dir, name), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert "| model | objective | parameters |" in console  # the table, printed at the end
+
+
+def test_report_numbers_are_the_metrics_files_numbers(miniature, report):
+  output_dir, _ = miniature
+  markdown = open(os.path.join(output_dir, "report.md")).read()
+  results = markdown.split("## Results")[1].split("## Stability")[0]
+  rows = {line.split(" | ")[1]: line for line in results.splitlines()
+          if line.startswith("| teacher |") or line.startswith("| student |")}
+  assert set(report["models"]) == set(MODELS)
+  for model, entry in report["models"].items():
+    eval_dir = os.path.join(output_dir, f"finetune_{model}", "eval")
+    topic = read_jsonl(os.path.join(eval_dir, "embedded_topic_classification-metrics.jsonl"))
+    summary = read_jsonl(os.path.join(eval_dir, "embedded_summarization-metrics.jsonl"))
+    assert topic[-1]["step"] == summary[-1]["step"] == 20
+    assert entry["topic_accuracy"] == topic[-1]["accuracy"]
+    assert entry["rouge1"] == summary[-1]["rouge1"]
+    assert entry["rougeL"] == summary[-1]["rougeL"]
+    assert entry["score"] == pytest.approx((topic[-1]["accuracy"] + summary[-1]["rougeL"]) / 2)
+    row = rows[entry["objective"]]
+    for value in (entry["topic_accuracy"], entry["rouge1"], entry["rougeL"], entry["score"],
+                  100 * entry["validation_accuracy"]):
+      assert f" {value:.1f} |" in row, (model, value, row)
+    assert f" {entry['validation_loss']:.4f} |" in row
+    history = read_jsonl(os.path.join(output_dir, model, "metrics.jsonl"))
+    assert history[-1]["step"] == entry["train_steps"]
+  for model, values in report["stability"].items():
+    history = read_jsonl(os.path.join(output_dir, model, "metrics.jsonl"))
+    after = [r["grad_norm/encoder"] for r in history if r["step"] > 5]
+    assert values["encoder_max"] == max(after)
+    assert values["encoder_median"] == pytest.approx(float(np.median(after)))
+  stages = report["stages"]
+  assert report["stages_wall_seconds"] == pytest.approx(sum(stages.values()))
+  assert report["models"]["teacher"]["parameters"] > report["models"]["student_scratch"][
+      "parameters"]
+
+
+def test_validation_loss_equals_an_independent_recomputation(miniature, report):
+  """The report's span-corruption loss, recomputed here with NumPy from the models' logits
+  on the same validation batches."""
+  import gin  # pylint: disable=g-import-not-at-top
+  import tasks  # pylint: disable=g-import-not-at-top
+  output_dir, _ = miniature
+  size = sizes.SIZES["miniature"]
+  tasks.embedded.register()
+  with pipeline.tasks_vocabulary(os.path.join(output_dir, "vocabulary", "spiece.model")):
+    config = DatasetConfig(pipeline.PRETRAINING_TASK, size.pretrain_lengths, "validation",
+                           batch_size=size.batch_size, shuffle=False, num_epochs=1)
+    batches = [b for _, b in zip(range(size.validation_batches),
+                                 BatchIterator(config, shard_id=0, num_shards=1))]
+    assert gin.query_parameter(pipeline.VOCABULARY_TASK_BINDING).endswith("spiece.model")
+  for model in ("teacher", "student_miniend_e"):
+    model_config, params = load_model(os.path.join(output_dir, model))
+    total, count = 0.0, 0
+    for batch in batches:
+      logits = np.asarray(jax.jit(Transformer(model_config).apply)(
+          {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+          batch["decoder_target_tokens"]), np.float64)
+      targets = batch["decoder_target_tokens"]
+      log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
+                                  keepdims=True)) - logits.max(-1, keepdims=True)
+      nll = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+      total += float(np.sum(nll * (targets != 0)))
+      count += int(np.sum(targets != 0))
+    assert report["models"][model]["validation_loss"] == pytest.approx(total / count,
+                                                                       rel=1e-5)
+
+
+def test_exported_best_student_reloads_in_transformers(miniature, report):
+  output_dir, _ = miniature
+  export = report["export"]
+  assert export["model"] == report["best"]
+  assert export["output_dir"] == os.path.join(output_dir, "export",
+                                              report["best"].removeprefix("student_"))
+  assert export["max_logit_difference"] < 1e-3
+  model = transformers.T5ForConditionalGeneration.from_pretrained(export["output_dir"]).eval()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(export["output_dir"])
+  tokens = tokenizer(["Return the absolute value of a number."],
+                     return_tensors="np")["input_ids"]
+  decoder = np.array([[0, 5, 9]])
+  with torch.no_grad():
+    theirs = model(input_ids=torch.tensor(tokens),
+                   decoder_input_ids=torch.tensor(decoder)).logits.numpy()
+  config, params = load_model(os.path.join(output_dir, report["best"]))
+  ours = np.asarray(Transformer(config).apply({"params": params}, tokens, decoder))
+  np.testing.assert_allclose(theirs, ours, atol=1e-4)
+
+
+def test_a_rerun_reuses_every_finished_stage(miniature):
+  """Same settings, same directory: nothing is trained again, the report is rewritten."""
+  output_dir, _ = miniature
+  size = sizes.SIZES["miniature"]
+  metrics_before = {m: os.path.getsize(os.path.join(output_dir, m, "metrics.jsonl"))
+                    for m in MODELS}
+  lines = []
+
+  class Console:
+    def write(self, text):
+      lines.append(text)
+
+    def flush(self):
+      pass
+
+  workspace = Workspace(output_dir, {**size.to_dict(), "seed": 0, "finetune_teacher": True},
+                        stream=Console())
+  results = pipeline.Pipeline(workspace, size, pipeline.DEFAULT_OBJECTIVES).run()
+  text = "".join(lines)
+  assert text.count(": reused (finished earlier in") == 11, text
+  assert "done in" not in text
+  assert results["best"] in ("student_scratch", "student_miniend_e")
+  for model, size_before in metrics_before.items():
+    assert os.path.getsize(os.path.join(output_dir, model, "metrics.jsonl")) == size_before
+
+
+def test_other_settings_in_the_same_directory_are_refused(miniature):
+  output_dir, _ = miniature
+  settings_file = os.path.join(output_dir, "quickstart.json")
+  before = open(settings_file).read()
+  changed = sizes.size("miniature", student_steps=7)
+  with pytest.raises(sizes.QuickstartError, match="student_steps: 20 there, 7 now"):
+    Workspace(output_dir, {**changed.to_dict(), "seed": 0, "finetune_teacher": True})
+  assert open(settings_file).read() == before
+
+
+def test_a_directory_that_is_not_a_quickstart_is_refused(tmp_path):
+  (tmp_path / "notes.txt").write_text("keep")
+  with pytest.raises(sizes.QuickstartError, match="not a quickstart directory"):
+    Workspace(str(tmp_path), {"size": "miniature"})
+  assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("miniend_e", ("scratch", "miniend_e")),
+    ("miniend_d, mlmkd", ("scratch", "mlmkd", "miniend_d")),
+    ("all", pipeline.PAPER_OBJECTIVES),
+    ("hidden_mse", ("scratch", "hidden_mse")),
+])
+def test_objectives_flag(text, expected):
+  assert pipeline.parse_objectives(text) == expected
+
+
+def test_unknown_objective_and_size_name_the_flag():
+  with pytest.raises(sizes.QuickstartError, match="--objectives names unknown objective "
+                     "'miniend_x'"):
+    pipeline.parse_objectives("miniend_x")
+  with pytest.raises(sizes.QuickstartError, match="Did you mean 'miniature'"):
+    sizes.size("minature")
+  with pytest.raises(sizes.QuickstartError, match="--student_steps must be a positive"):
+    sizes.size("miniature", student_steps=0)
+  with pytest.raises(sizes.QuickstartError, match="relation_heads=3 must divide"):
+    sizes.size("miniature", relation_heads=3)
+
+
+def test_every_size_builds_valid_models_and_lengths():
+  for size in sizes.SIZES.values():
+    assert size.vocab_size % 128 == 0 and size.vocab_size >= size.vocab_pieces + 100
+    assert size.teacher_config().emb_dim > size.student_config().emb_dim
+    assert size.pretrain_lengths["targets"] < size.pretrain_inputs_length
+  assert sizes.SIZES["small"].pretrain_lengths == {"inputs": 64, "targets": 14}
