@@ -3,7 +3,8 @@
 Stages, in order (each reused when a rerun finds it finished, see workspace.py):
 
 1. vocabulary          a SentencePiece model trained on the embedded corpus
-2. teacher             the teacher pretrained with span corruption (runs/pretrain.gin)
+2. teacher             the teacher pretrained with span corruption (runs/distill.gin with
+                       objectives/scratch.gin: no teacher of its own)
 3. student_<objective> one student per objective, all with the same architecture, data
                        and step budget (runs/distill.gin + objectives/<objective>.gin);
                        "scratch" is the student trained without a teacher
@@ -185,17 +186,21 @@ class Pipeline:
     return {"run_dir": self.run_dir(stage), "gin_file": gin_file, "final": history[-1]}
 
   def _common_macros(self, steps: int) -> dict[str, Any]:
+    # Four checkpoints per stage: an interrupted stage resumes from the last one.
     return {"TRAIN_STEPS": steps, "BATCH_SIZE": self.size.batch_size, "SEED": self.seed,
-            "CHECKPOINT_PERIOD": steps, "KEEP_CHECKPOINTS": 1}
+            "CHECKPOINT_PERIOD": max(1, steps // 4), "KEEP_CHECKPOINTS": 1}
 
   def _pretrain_teacher(self) -> dict[str, Any]:
+    # The scratch student's recipe (AdamW, cosine decay), bigger and longer: t5x's
+    # pretraining schedule (runs/pretrain.gin, rsqrt decay after 10k warmup steps) is made
+    # for runs a hundred times longer than these.
     return self._train(
-        "teacher", "Quickstart: pretrain the teacher with span corruption (no teacher "
-        "of its own).", ["runs/pretrain.gin"],
+        "teacher", "Quickstart: pretrain the teacher with span corruption (the scratch "
+        "recipe, larger and longer).", ["runs/distill.gin", "objectives/scratch.gin"],
         {"MIXTURE_OR_TASK_NAME": PRETRAINING_TASK,
          "TASK_FEATURE_LENGTHS": self.size.pretrain_lengths,
          **self._common_macros(self.size.teacher_steps),
-         "BASE_LEARNING_RATE": self.size.teacher_learning_rate,
+         "LEARNING_RATE": self.size.teacher_learning_rate,
          "WARMUP_STEPS": self.size.warmup_steps,
          "LOG_PERIOD": max(1, self.size.teacher_steps // 200)},
         {"STUDENT_CONFIG": self.teacher_config})

@@ -24,6 +24,19 @@ def _series(history: Sequence[Mapping[str, float]], key: str) -> tuple[list, lis
   return [s for s, _ in points], [v for _, v in points]
 
 
+def _finish(plt, figure, axes, titles: Sequence[str], path: str) -> None:
+  """Titles, log-scale steps axes, legends; save to `path` and free the figure."""
+  for axis, title in zip(axes, titles):
+    axis.set_title(title)
+    axis.set_xlabel("step")
+    axis.set_yscale("log")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+  figure.tight_layout()
+  figure.savefig(path, dpi=110)
+  plt.close(figure)
+
+
 def training_losses(histories: Mapping[str, Sequence[Mapping[str, float]]], path: str) -> None:
   """{run name: metrics records} -> a two-panel PNG."""
   plt = _pyplot()
@@ -31,30 +44,17 @@ def training_losses(histories: Mapping[str, Sequence[Mapping[str, float]]], path
   for name, history in histories.items():
     left.plot(*_series(history, "cross_ent_loss"), label=name, linewidth=1)
     right.plot(*_series(history, "loss"), label=name, linewidth=1)
-  left.set_title("cross-entropy on the training targets")
-  right.set_title("training loss (each run's objective)")
-  for axis in (left, right):
-    axis.set_xlabel("step")
-    axis.set_yscale("log")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
-  figure.tight_layout()
-  figure.savefig(path, dpi=110)
-  plt.close(figure)
+  _finish(plt, figure, (left, right), ("cross-entropy on the training targets",
+                                        "training loss (each run's objective)"), path)
 
 
 def gradient_norms(histories: Mapping[str, Sequence[Mapping[str, float]]], path: str) -> None:
   """{student run name: metrics records} -> encoder and decoder gradient norms per step."""
   plt = _pyplot()
   figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-  for axis, stack in zip(axes, ("encoder", "decoder")):
+  stacks = ("encoder", "decoder")
+  for axis, stack in zip(axes, stacks):
     for name, history in histories.items():
       axis.plot(*_series(history, f"grad_norm/{stack}"), label=name, linewidth=1)
-    axis.set_title(f"gradient norm of the {stack} parameters")
-    axis.set_xlabel("step")
-    axis.set_yscale("log")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
-  figure.tight_layout()
-  figure.savefig(path, dpi=110)
-  plt.close(figure)
+  _finish(plt, figure, axes,
+          [f"gradient norm of the {stack} parameters" for stack in stacks], path)

@@ -227,8 +227,10 @@ def write(pipeline: Pipeline, results: dict[str, Any], *, invocation_seconds: fl
   report = collect(pipeline, results, invocation_seconds=invocation_seconds)
   histories = {m: read_jsonl(os.path.join(pipeline.run_dir(m), "metrics.jsonl"))
                for m in pipeline.models()}
-  plots.training_losses(histories, workspace.path(LOSSES_PNG))
-  plots.gradient_norms({m: h for m, h in histories.items() if m != "teacher"},
+  legend = {m: "teacher" if m == "teacher" else f"student, {_objective(m)}" for m in histories}
+  plots.training_losses({legend[m]: h for m, h in histories.items()},
+                        workspace.path(LOSSES_PNG))
+  plots.gradient_norms({legend[m]: h for m, h in histories.items() if m != "teacher"},
                        workspace.path(GRADIENTS_PNG))
   write_atomically(workspace.path("report.json"), json.dumps(report, indent=2).encode())
   write_atomically(workspace.path("report.md"), markdown(report).encode())

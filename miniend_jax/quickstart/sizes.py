@@ -53,8 +53,8 @@ class QuickstartSize:
     teacher_steps: pretraining steps of the teacher.
     student_steps: distillation (and scratch) steps of every student.
     finetune_steps: finetuning steps of every model.
-    teacher_learning_rate: BASE_LEARNING_RATE of runs/pretrain.gin (rsqrt decay).
-    student_learning_rate: peak LEARNING_RATE of runs/distill.gin (AdamW, cosine).
+    teacher_learning_rate, student_learning_rate: peak LEARNING_RATE of runs/distill.gin
+      (AdamW, cosine decay) for the teacher's and the students' pretraining.
     finetune_learning_rate: LEARNING_RATE of runs/finetune.gin (Adafactor, constant).
     warmup_steps: warmup of the teacher's and the students' schedules.
     relation_heads: RELATION_HEADS of the relation terms (divides both models' widths).
@@ -129,7 +129,7 @@ SIZES: dict[str, QuickstartSize] = {
                            num_encoder_layers=1, num_decoder_layers=1),
         pretrain_inputs_length=32, downstream_lengths=(48, 12), batch_size=8,
         teacher_steps=30, student_steps=20, finetune_steps=20,
-        teacher_learning_rate=1.0, student_learning_rate=3e-3,
+        teacher_learning_rate=3e-3, student_learning_rate=3e-3,
         finetune_learning_rate=1e-2, warmup_steps=5, relation_heads=4,
         eval_examples=16, validation_batches=4),
     "small": QuickstartSize(
@@ -140,7 +140,7 @@ SIZES: dict[str, QuickstartSize] = {
                            num_encoder_layers=2, num_decoder_layers=2),
         pretrain_inputs_length=64, downstream_lengths=(128, 24), batch_size=32,
         teacher_steps=1200, student_steps=600, finetune_steps=300,
-        teacher_learning_rate=1.0, student_learning_rate=3e-3,
+        teacher_learning_rate=3e-3, student_learning_rate=3e-3,
         finetune_learning_rate=3e-3, warmup_steps=100, relation_heads=8,
         eval_examples=None, validation_batches=None),
     "medium": QuickstartSize(
@@ -151,7 +151,7 @@ SIZES: dict[str, QuickstartSize] = {
                            num_encoder_layers=3, num_decoder_layers=3),
         pretrain_inputs_length=128, downstream_lengths=(256, 32), batch_size=64,
         teacher_steps=3000, student_steps=1500, finetune_steps=1000,
-        teacher_learning_rate=1.0, student_learning_rate=2e-3,
+        teacher_learning_rate=2e-3, student_learning_rate=2e-3,
         finetune_learning_rate=2e-3, warmup_steps=300, relation_heads=16,
         eval_examples=None, validation_batches=None),
 }
