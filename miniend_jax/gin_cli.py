@@ -109,18 +109,19 @@ def run_configured(entry_point: Callable, **kwargs) -> None:
   from miniend_jax.train import partitioning  # pylint: disable=g-import-not-at-top
   partitioning.initialize_distributed(COORDINATOR.value, PROCESS_COUNT.value,
                                       PROCESS_INDEX.value)
-  parse(GIN_FILES.value, GIN_BINDINGS.value, GIN_SEARCH_PATHS.value)
-  gin.get_configurable(entry_point)(**kwargs)
+  call_configured(entry_point, GIN_FILES.value, GIN_BINDINGS.value,
+                  gin_search_paths=GIN_SEARCH_PATHS.value, **kwargs)
 
 
 def call_configured(entry_point: Callable, gin_files: Sequence[str],
-                    gin_bindings: Sequence[str] = (), **kwargs):
+                    gin_bindings: Sequence[str] = (), *,
+                    gin_search_paths: Sequence[str] = (), **kwargs):
   """In-process equivalent of the command line `--gin_file=... --gin_bindings=...`:
   parse into a clean gin config, call `entry_point` with its bindings (plus `kwargs`),
   and clear the config again. Returns what `entry_point` returns."""
   gin.clear_config()
   try:
-    parse(gin_files, gin_bindings)
+    parse(gin_files, gin_bindings, gin_search_paths)
     return gin.get_configurable(entry_point)(**kwargs)
   finally:
     gin.clear_config()

@@ -30,14 +30,11 @@ FAST = ["TRAIN_STEPS = 4", "LOG_PERIOD = 1", "CHECKPOINT_PERIOD = 2"]
 
 def train_with(model_dir, *bindings, gin_files=(TINY,), vocabulary=None):
   """Run the configured trainer in this process (as `python -m miniend_jax.train` does)."""
-  gin.clear_config()
   extra = [f'tasks.vocabulary.sentencepiece_model_path.path = "{vocabulary}"'] \
       if vocabulary else []
-  gin_cli.parse(list(gin_files), [f'MODEL_DIR = "{model_dir}"', *FAST, *extra, *bindings])
-  try:
-    return gin.get_configurable(trainer.train)(operative_config=gin.operative_config_str)
-  finally:
-    gin.clear_config()
+  return gin_cli.call_configured(
+      trainer.train, list(gin_files), [f'MODEL_DIR = "{model_dir}"', *FAST, *extra, *bindings],
+      operative_config=gin.operative_config_str)
 
 
 def read_metrics(model_dir):

@@ -66,7 +66,6 @@ def main(argv):
                 "finetune_teacher": FINETUNE_TEACHER.value}
     workspace = Workspace(OUTPUT_DIR.value, settings)
     _enable_compilation_cache(workspace.root)
-    import tasks  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     run = pipeline.Pipeline(workspace, size, objectives, seed=SEED.value,
                             finetune_teacher=FINETUNE_TEACHER.value)
     results = run.run()

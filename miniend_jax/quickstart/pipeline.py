@@ -227,8 +227,10 @@ class Pipeline:
         {"STUDENT_CONFIG": self.student_config})
 
   def _validation_loss(self, model: str) -> dict[str, Any]:
+    # module="tasks" registers the tasks as the stages' gin files do (`import tasks`).
     config = DatasetConfig(PRETRAINING_TASK, self.size.pretrain_lengths, "validation",
-                           batch_size=self.size.batch_size, shuffle=False, seed=self.seed)
+                           batch_size=self.size.batch_size, shuffle=False, seed=self.seed,
+                           module="tasks")
     with tasks_vocabulary(self.vocabulary_path):
       model_config, params = load_model(self.run_dir(model))
       return validation_loss(model_config, params, config,

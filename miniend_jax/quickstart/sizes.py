@@ -141,7 +141,7 @@ SIZES: dict[str, QuickstartSize] = {
         pretrain_inputs_length=64, downstream_lengths=(128, 24), batch_size=32,
         teacher_steps=1200, student_steps=600, finetune_steps=300,
         teacher_learning_rate=3e-3, student_learning_rate=3e-3,
-        finetune_learning_rate=3e-3, warmup_steps=100, relation_heads=8,
+        finetune_learning_rate=1e-2, warmup_steps=100, relation_heads=8,
         eval_examples=None, validation_batches=None),
     "medium": QuickstartSize(
         name="medium", vocab_pieces=4000,
@@ -152,7 +152,7 @@ SIZES: dict[str, QuickstartSize] = {
         pretrain_inputs_length=128, downstream_lengths=(256, 32), batch_size=64,
         teacher_steps=3000, student_steps=1500, finetune_steps=1000,
         teacher_learning_rate=2e-3, student_learning_rate=2e-3,
-        finetune_learning_rate=2e-3, warmup_steps=300, relation_heads=16,
+        finetune_learning_rate=1e-2, warmup_steps=300, relation_heads=16,
         eval_examples=None, validation_batches=None),
 }
 DEFAULT_SIZE = "small"
