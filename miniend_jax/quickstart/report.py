@@ -73,7 +73,8 @@ def collect(pipeline: Pipeline, results: dict[str, Any], *,
                             targets_length=lengths["targets"])
     steps = size.teacher_steps if model == "teacher" else size.student_steps
     examples = steps * size.batch_size
-    per_example = training_flops(config, **{f"{k}_length": v for k, v in lengths.items()})
+    per_example = training_flops(config, inputs_length=lengths["inputs"],
+                                 targets_length=lengths["targets"])
     if model not in ("teacher", "student_scratch"):
       per_example += teacher_forward  # the frozen teacher's forward pass on every batch
     validation = results["validation"][model]
@@ -102,15 +103,14 @@ def collect(pipeline: Pipeline, results: dict[str, Any], *,
   reported = {f"validation_{m}" for m in models} | {m for m in models} | {
       f"finetune_{m}" for m in results["downstream"]} | {"vocabulary"} | {
       f"export_{results['best'].removeprefix('student_')}"}
+  stages = {name: record["wall_seconds"] for name, record in records.items()
+            if name in reported}
   return {"size": size.name, "settings": size.to_dict(), "machine": _machine(),
           "written": time.strftime("%Y-%m-%d %H:%M:%S"), "output_dir": pipeline.workspace.root,
           "pretrain_lengths": lengths, "downstream_lengths": size.downstream_feature_lengths,
           "models": models, "stability": stability, "best": results["best"],
           "export": results["export"],
-          "stages": {name: records[name]["wall_seconds"] for name in records
-                     if name in reported},
-          "stages_wall_seconds": sum(records[name]["wall_seconds"] for name in records
-                                     if name in reported),
+          "stages": stages, "stages_wall_seconds": sum(stages.values()),
           "invocation_wall_seconds": invocation_seconds}
 
 
