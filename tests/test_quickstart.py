@@ -168,7 +168,8 @@ def test_a_rerun_reuses_every_finished_stage(miniature):
     def flush(self):
       pass
 
-  workspace = Workspace(output_dir, {**size.to_dict(), "seed": 0, "finetune_teacher": True},
+  workspace = Workspace(output_dir,
+                        pipeline.run_settings(size, seed=0, finetune_teacher=True),
                         stream=Console())
   results = pipeline.Pipeline(workspace, size, pipeline.DEFAULT_OBJECTIVES).run()
   text = "".join(lines)
@@ -185,7 +186,7 @@ def test_other_settings_in_the_same_directory_are_refused(miniature):
   before = open(settings_file).read()
   changed = sizes.size("miniature", student_steps=7)
   with pytest.raises(sizes.QuickstartError, match="student_steps: 20 there, 7 now"):
-    Workspace(output_dir, {**changed.to_dict(), "seed": 0, "finetune_teacher": True})
+    Workspace(output_dir, pipeline.run_settings(changed, seed=0, finetune_teacher=True))
   assert open(settings_file).read() == before
 
 

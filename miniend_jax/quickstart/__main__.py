@@ -62,9 +62,8 @@ def main(argv):
     size = sizes.size(SIZE.value, teacher_steps=TEACHER_STEPS.value,
                       student_steps=STUDENT_STEPS.value, finetune_steps=FINETUNE_STEPS.value)
     objectives = pipeline.parse_objectives(OBJECTIVES.value)
-    settings = {**size.to_dict(), "seed": SEED.value,
-                "finetune_teacher": FINETUNE_TEACHER.value}
-    workspace = Workspace(OUTPUT_DIR.value, settings)
+    workspace = Workspace(OUTPUT_DIR.value, pipeline.run_settings(
+        size, seed=SEED.value, finetune_teacher=FINETUNE_TEACHER.value))
     _enable_compilation_cache(workspace.root)
     run = pipeline.Pipeline(workspace, size, objectives, seed=SEED.value,
                             finetune_teacher=FINETUNE_TEACHER.value)

@@ -78,6 +78,12 @@ def downstream_score(metrics: dict[str, dict[str, float]]) -> float:
   return float(np.mean([metrics[task][key] for task, key in DOWNSTREAM_METRICS.items()]))
 
 
+def run_settings(size: QuickstartSize, *, seed: int, finetune_teacher: bool
+                 ) -> dict[str, Any]:
+  """What a quickstart directory is tied to (objectives excluded: a rerun may add some)."""
+  return {**size.to_dict(), "seed": seed, "finetune_teacher": finetune_teacher}
+
+
 @contextlib.contextmanager
 def tasks_vocabulary(path: str) -> Iterator[None]:
   """Every task reads `path` while evaluation runs outside a gin-parsed stage."""
