@@ -22,6 +22,7 @@ from miniend_jax.model.flops import forward_flops, training_flops
 from miniend_jax.model.network import parameter_count
 from miniend_jax.quickstart import plots
 from miniend_jax.quickstart.pipeline import DOWNSTREAM_MIXTURE, Pipeline
+from miniend_jax.quickstart.workspace import format_duration
 
 OBJECTIVE_NAMES = {"scratch": "scratch (no teacher)", "mlmkd": "MlmKD", "minilm": "MiniLM",
                    "implicit": "MlmKD+MiniLM", "miniend_d": "MiniEnD-D",
@@ -121,11 +122,6 @@ def _count(value: float) -> str:
   return f"{value:.0f}"
 
 
-def _duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def _results_table(report: dict[str, Any]) -> list[str]:
   scratch = report["models"].get("student_scratch", {}).get("score")
   header = ["model", "objective", "parameters", "GFLOPs / example", "FLOPs / token",
@@ -187,10 +183,10 @@ def markdown(report: dict[str, Any]) -> str:
             "| model | objective | steps | tokens | training FLOPs | pretraining time | "
             "finetuning time |", "|---|---|---|---|---|---|---|"]
   for model, entry in report["models"].items():
-    finetune = _duration(entry["finetune_wall_seconds"]) if "score" in entry else "-"
+    finetune = format_duration(entry["finetune_wall_seconds"]) if "score" in entry else "-"
     lines.append(f"| {model} | {entry['objective']} | {entry['train_steps']} | "
                  f"{_count(entry['train_tokens'])} | {entry['train_flops']:.3g} | "
-                 f"{_duration(entry['train_wall_seconds'])} | {finetune} |")
+                 f"{format_duration(entry['train_wall_seconds'])} | {finetune} |")
   export = report["export"]
   check = ("reloaded with transformers, logits within "
            f"{export['max_logit_difference']:.1e} of ours"
@@ -199,8 +195,8 @@ def markdown(report: dict[str, Any]) -> str:
   lines += [
       "", f"Training FLOPs count the student's forward and backward passes (3 x forward) "
       "and, when distilling, the teacher's forward pass. All stages together took "
-      f"{_duration(report['stages_wall_seconds'])}; this invocation "
-      f"{_duration(report['invocation_wall_seconds'])} (including start-up and reused "
+      f"{format_duration(report['stages_wall_seconds'])}; this invocation "
+      f"{format_duration(report['invocation_wall_seconds'])} (including start-up and reused "
       "stages).", "",
       "## Export", "",
       f"Best student: {report['models'][report['best']]['objective']} (highest score), "

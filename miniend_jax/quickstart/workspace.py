@@ -27,7 +27,8 @@ from miniend_jax.quickstart.sizes import QuickstartError
 SETTINGS_FILE = "quickstart.json"
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+  """m:ss, as the console and the report show stage times."""
   seconds = int(round(seconds))
   return f"{seconds // 60}:{seconds % 60:02d}"
 
@@ -100,7 +101,7 @@ class Workspace:
     label = f"stage {index}/{count} {stage}"
     if done is not None:
       self.say(f"{label}: reused (finished earlier in "
-               f"{_format_duration(done['wall_seconds'])})")
+               f"{format_duration(done['wall_seconds'])})")
       return done["result"]
     self.say(f"{label}: {description}")
     start = time.time()
@@ -110,5 +111,5 @@ class Workspace:
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
     write_atomically(self.path("stages", f"{stage}.json"),
                      json.dumps(record, indent=2).encode())
-    self.say(f"{label}: done in {_format_duration(wall)}")
+    self.say(f"{label}: done in {format_duration(wall)}")
     return result
