@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from miniend_jax.data.dataset import BatchIterator, DatasetConfig
+from miniend_jax.distill.losses import cross_entropy
 from miniend_jax.model.config import T5Config
 from miniend_jax.model.network import Transformer
 
@@ -28,11 +29,10 @@ def _batch_sums(config: T5Config, params, batch) -> tuple[jax.Array, jax.Array, 
       batch["decoder_target_tokens"])  # [batch, length, vocab] float32
   targets = batch["decoder_target_tokens"]
   weights = (targets != config.pad_id).astype(jnp.float32)
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  count = jnp.sum(weights)
+  mean_nll, _ = cross_entropy(logits, targets, weights)  # no z-loss: the plain loss
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-  return (jnp.sum((log_z - target_logit) * weights), jnp.sum(correct * weights),
-          jnp.sum(weights))
+  return mean_nll * count, jnp.sum(correct * weights), count
 
 
 def validation_loss(config: T5Config, params, dataset_cfg: DatasetConfig, *,

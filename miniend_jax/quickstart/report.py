@@ -58,9 +58,11 @@ def _stability(history: list[dict[str, float]], warmup_steps: int) -> dict[str, 
   return result
 
 
-def collect(pipeline: Pipeline, results: dict[str, Any], *,
+def collect(pipeline: Pipeline, results: dict[str, Any],
+            histories: dict[str, list[dict[str, float]]], *,
             invocation_seconds: float) -> dict[str, Any]:
-  """The report's numbers as one JSON-able dict (written to report.json)."""
+  """The report's numbers as one JSON-able dict (written to report.json); `histories`
+  are the training runs' metrics.jsonl records, by model."""
   size = pipeline.size
   records = pipeline.workspace.records()
   lengths = size.pretrain_lengths
@@ -96,11 +98,8 @@ def collect(pipeline: Pipeline, results: dict[str, Any], *,
                    score=downstream["score"],
                    finetune_wall_seconds=records[f"finetune_{model}"]["wall_seconds"])
     models[model] = entry
-  stability = {}
-  for model in pipeline.models():
-    if model != "teacher":
-      history = read_jsonl(os.path.join(pipeline.run_dir(model), "metrics.jsonl"))
-      stability[model] = _stability(history, size.warmup_steps)
+  stability = {model: _stability(history, size.warmup_steps)
+               for model, history in histories.items() if model != "teacher"}
   reported = {f"validation_{m}" for m in models} | {m for m in models} | {
       f"finetune_{m}" for m in results["downstream"]} | {"vocabulary"} | {
       f"export_{results['best'].removeprefix('student_')}"}
@@ -220,9 +219,9 @@ def write(pipeline: Pipeline, results: dict[str, Any], *, invocation_seconds: fl
           ) -> dict[str, Any]:
   """Writes report.json, report.md and the two figures into DIR; -> the report dict."""
   workspace = pipeline.workspace
-  report = collect(pipeline, results, invocation_seconds=invocation_seconds)
   histories = {m: read_jsonl(os.path.join(pipeline.run_dir(m), "metrics.jsonl"))
                for m in pipeline.models()}
+  report = collect(pipeline, results, histories, invocation_seconds=invocation_seconds)
   legend = {m: "teacher" if m == "teacher" else f"student, {_objective(m)}" for m in histories}
   plots.training_losses({legend[m]: h for m, h in histories.items()},
                         workspace.path(LOSSES_PNG))
