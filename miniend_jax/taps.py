@@ -10,7 +10,10 @@ the "intermediates" collection and nothing else; `collect` reads them back keyed
 
 Shapes: q/k/v taps are projections before the head split, [batch, length, heads*head_dim];
 "*_probs" are attention probabilities [batch, heads, query_length, key_length]; "hidden"
-is a block's output [batch, length, emb_dim]; "logits" are [batch, length, vocab] float32.
+is a block's output [batch, length, emb_dim]; "logits" are [batch, length, vocab] float32;
+"output_layer" is the same logits left factored, an `OutputLayer(hidden, kernel)` with
+logits = hidden @ kernel, so that a loss can compute them a few positions at a time and
+never hold the whole [batch, length, vocab] tensor (the logit losses read this site).
 Cross-attention k/v are the encoder output projected by that decoder layer's weights,
 [batch, encoder_length, heads*head_dim].
 """
@@ -20,17 +23,24 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from miniend_jax.model.config import T5Config
+import jax
+from flax import struct
+
+if TYPE_CHECKING:  # annotations only: miniend_jax.model imports this module
+  from miniend_jax.model.config import T5Config
 
 ATTENTION_KINDS = ("q", "k", "v", "probs")
 SELF_ATTENTION_KINDS = tuple(f"self_attention_{k}" for k in ATTENTION_KINDS)
 CROSS_ATTENTION_KINDS = tuple(f"cross_attention_{k}" for k in ATTENTION_KINDS)
 KINDS_BY_STACK = {
     "encoder": SELF_ATTENTION_KINDS + ("hidden",),
-    "decoder": SELF_ATTENTION_KINDS + CROSS_ATTENTION_KINDS + ("hidden", "logits"),
+    "decoder": SELF_ATTENTION_KINDS + CROSS_ATTENTION_KINDS + ("hidden", "logits",
+                                                               "output_layer"),
 }
+# Sites of the decoder's top, not of a layer: their layer index is always -1.
+OUTPUT_KINDS = ("logits", "output_layer")
 # Module names, as in t5x's parameter tree, of the attention a kind reads.
 ATTENTION_MODULE = {
     ("encoder", "self_attention"): "attention",
@@ -44,9 +54,26 @@ class TapError(ValueError):
   """A tap names a site the model does not have."""
 
 
+@struct.dataclass
+class OutputLayer:
+  """The output layer left factored: logits = hidden @ kernel, float32.
+
+  hidden: [batch, length, emb_dim], the decoder's final (normed) states that enter the
+  output layer; kernel: [emb_dim, vocab] (for a tied output layer, the embedding
+  transposed and scaled by emb_dim ** -0.5). Gradients flow to both.
+  """
+
+  hidden: jax.Array
+  kernel: jax.Array
+
+  def logits(self) -> jax.Array:
+    return self.hidden @ self.kernel
+
+
 @dataclasses.dataclass(frozen=True, order=True)
 class Tap:
-  """One site of a T5: (stack, layer, kind). `layer` is ignored for "logits"."""
+  """One site of a T5: (stack, layer, kind). `layer` is ignored for "logits" and
+  "output_layer"."""
 
   stack: str
   layer: int
@@ -64,7 +91,7 @@ class Tap:
           f"Kinds there: {', '.join(kinds)}.")
     if not isinstance(self.layer, int) or isinstance(self.layer, bool):
       raise TapError(f"Tap layer must be an integer, got {self.layer!r}.")
-    if self.kind == "logits" and self.layer != -1:
+    if self.kind in OUTPUT_KINDS and self.layer != -1:
       object.__setattr__(self, "layer", -1)
 
   @classmethod
@@ -85,7 +112,7 @@ class Tap:
 
   def resolve(self, config: T5Config) -> Tap:
     """This tap with a non-negative layer index, checked against `config`'s depth."""
-    if self.kind == "logits":
+    if self.kind in OUTPUT_KINDS:
       return self
     depth = (config.num_encoder_layers if self.stack == "encoder"
              else config.num_decoder_layers)
@@ -97,8 +124,8 @@ class Tap:
 
   def path(self) -> tuple[str, ...]:
     """Where the model sows this (resolved) tap inside the "intermediates" collection."""
-    if self.kind == "logits":
-      return ("decoder", "logits")
+    if self.kind in OUTPUT_KINDS:
+      return ("decoder", self.kind)
     layer = f"layers_{self.layer}"
     if self.kind == "hidden":
       return (self.stack, layer, "hidden")
@@ -122,7 +149,7 @@ class TapPlan:
   def kinds(self, stack: str, layer: int) -> frozenset[str]:
     """The tap kinds requested at one layer (attention kinds and "hidden")."""
     return frozenset(t.kind for t in self.taps if t.stack == stack and t.layer == layer
-                     and t.kind != "logits")
+                     and t.kind not in OUTPUT_KINDS)
 
   def attention_sites(self, stack: str, layer: int, attention: str) -> frozenset[str]:
     """Of "q", "k", "v", "probs": those requested for one attention module."""
@@ -136,6 +163,10 @@ class TapPlan:
   @property
   def wants_logits(self) -> bool:
     return any(t.kind == "logits" for t in self.taps)
+
+  @property
+  def wants_output_layer(self) -> bool:
+    return any(t.kind == "output_layer" for t in self.taps)
 
 
 def collect(intermediates: Mapping[str, Any], taps: Iterable[Tap | str],

@@ -249,6 +249,62 @@ def test_cross_entropy_with_z_loss_matches_numpy(logits):
   assert float(zero) == 0.0
 
 
+def _plain_losses(teacher, student, targets, weights):
+  """The three logit losses written plainly on whole logits (autodiff does the rest)."""
+  log_p = jax.nn.log_softmax(teacher / 2.0)
+  log_q = jax.nn.log_softmax(student / 2.0)
+  w = weights / weights.sum()
+  kl = 4.0 * jnp.sum(jnp.sum(jnp.exp(log_p) * (log_p - log_q), -1) * w)
+  log_z = jax.nn.logsumexp(student, -1)
+  nll = log_z - jnp.take_along_axis(student, targets[..., None], -1)[..., 0]
+  return kl, jnp.sum((nll + 1e-2 * log_z ** 2) * w)
+
+
+def test_factored_output_layer_gives_the_values_and_gradients_of_whole_logits():
+  """An OutputLayer (hidden @ kernel, computed chunk by chunk, gradient written in the
+  forward walk) equals autodiff through the materialised logits, for every logit loss."""
+  from miniend_jax.taps import OutputLayer
+  t_hidden, s_hidden = _random(5, (2, 7, 6), (2, 7, 4))
+  t_kernel, s_kernel = _random(6, (6, 11), (4, 11))
+  targets = jnp.array([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]])
+  weights = jnp.asarray(WEIGHTS)
+
+  def ours(s_hidden, s_kernel):
+    teacher, student = OutputLayer(t_hidden, t_kernel), OutputLayer(s_hidden, s_kernel)
+    kl = losses.logit_kl(teacher, student, weights, temperature=2.0, chunk_length=3)
+    ce, _ = losses.cross_entropy(student, targets, weights, z_loss=1e-2, chunk_length=3)
+    return kl, ce
+
+  def plain(s_hidden, s_kernel):
+    return _plain_losses(t_hidden @ t_kernel, s_hidden @ s_kernel, targets, weights)
+
+  for index in range(2):
+    value, grads = jax.value_and_grad(lambda *a: ours(*a)[index], argnums=(0, 1))(
+        s_hidden, s_kernel)
+    expected, expected_grads = jax.value_and_grad(lambda *a: plain(*a)[index],
+                                                  argnums=(0, 1))(s_hidden, s_kernel)
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    for grad, expected_grad in zip(grads, expected_grads):
+      np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)
+  # The teacher's factors get no gradient.
+  teacher_grads = jax.grad(lambda h, k: losses.logit_kl(
+      OutputLayer(h, k), OutputLayer(s_hidden, s_kernel), weights), argnums=(0, 1))(
+          t_hidden, t_kernel)
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in teacher_grads)
+
+
+def test_token_statistics_count_correct_tokens_and_their_loss(logits):
+  _, student = logits
+  targets = np.array(jnp.argmax(student, -1))
+  targets[0, 0] = (targets[0, 0] + 1) % 11  # one wrong prediction, weight 1
+  stats = losses.token_statistics(student, targets, WEIGHTS, chunk_length=2)
+  correct = (np.argmax(np.asarray(student), -1) == targets) * WEIGHTS
+  assert float(stats["correct_sum"]) == pytest.approx(correct.sum())
+  assert float(stats["weight_sum"]) == pytest.approx(WEIGHTS.sum())
+  nll_mean, _ = losses.cross_entropy(student, targets, WEIGHTS)
+  np.testing.assert_allclose(stats["cross_ent_sum"] / WEIGHTS.sum(), nll_mean, rtol=1e-5)
+
+
 def test_hidden_mse_with_projection_matches_numpy():
   teacher, student, projection = _random(5, (2, 7, 6), (2, 7, 4), (4, 6))
   projected = np.asarray(student, np.float64) @ np.asarray(projection, np.float64)

@@ -11,6 +11,7 @@ import torch
 
 from miniend_jax.convert import hf
 from miniend_jax.distill import forward, interpolation, objectives
+from miniend_jax.distill.objectives import OUTPUT_LAYER
 from miniend_jax.taps import Tap
 from tests.hf_t5 import write_random_hf_t5
 from tools import torch_reference
@@ -47,7 +48,8 @@ def _batch():
 
 def _all_taps(config_layers=-1):
   kinds = [f"{a}_attention_{x}" for a in ("self", "cross") for x in "qkv"] + ["hidden"]
-  taps = [Tap("decoder", config_layers, k) for k in kinds] + [Tap("decoder", -1, "logits")]
+  taps = [Tap("decoder", config_layers, k) for k in kinds] + [Tap("decoder", -1, "logits"),
+                                                              OUTPUT_LAYER]
   taps += [Tap("encoder", config_layers, k) for k in ("self_attention_q", "self_attention_k",
                                                       "self_attention_v", "hidden")]
   return tuple(taps)
@@ -123,7 +125,7 @@ def test_blend_with_assistant_matches_pytorch_reference(models):
   teacher_torch, teacher_config, _, teacher_sites = models["teacher"]
   student_torch, student_config, _, student_sites = models["student"]
   assistant_torch, assistant_config, _, assistant_sites = models["assistant"]
-  assert objective.assistant_taps(assistant_config) == (Tap("decoder", -1, "logits"),)
+  assert objective.assistant_taps(assistant_config) == (OUTPUT_LAYER,)
   _, terms = objective(teacher_sites, student_sites, _batch(), step=3000,
                        assistant_sites=assistant_sites)
   spec = torch_reference.spec_from_objective(objective, step=3000)
@@ -202,7 +204,7 @@ def test_objective_asks_only_for_its_taps(models):
   _, teacher_config, _, _ = models["teacher"]
   objective = build("miniend_d", "TEACHER_LAYER = 1")
   names = sorted(str(t) for t in objective.teacher_taps(teacher_config))
-  assert names == ["decoder:-1:logits", "decoder:1:cross_attention_k",
+  assert names == ["decoder:-1:output_layer", "decoder:1:cross_attention_k",
                    "decoder:1:cross_attention_q", "decoder:1:cross_attention_v",
                    "decoder:1:self_attention_k", "decoder:1:self_attention_q",
                    "decoder:1:self_attention_v"]

@@ -7,6 +7,7 @@ import pytest
 
 from miniend_jax.model import Transformer, init_params, preset
 from miniend_jax.model.flops import forward_flops, training_flops
+from miniend_jax.taps import Tap
 
 
 def test_tiny_model_matches_a_hand_count():
@@ -25,9 +26,36 @@ def test_tiny_model_matches_a_hand_count():
   assert flops.total == flops.encoder + flops.decoder + flops.logits
   assert flops.per_token == pytest.approx(flops.total / 14)
   assert training_flops(config, inputs_length=10, targets_length=4) == 3 * flops.total
-  no_logits = forward_flops(config, inputs_length=10, targets_length=4, with_logits=False,
-                            decoder_layers=1)
-  assert no_logits.logits == 0 and no_logits.decoder == per_layer
+
+
+# Parts of one tiny layer at inputs 10, targets 4 (per example; see the hand count above).
+ENCODER_LAYER = 10 * 21760
+Q_PROJECTION = 2 * 32 * 32  # per token
+DECODER_SELF_ATTENTION = 4 * (8192 + 512)
+DECODER_LAYER = 4 * (8192 + 512 + 4096 + 1280 + 12288) + 10 * 4096
+
+
+@pytest.mark.parametrize("taps,encoder,decoder,logits", [
+    # The encoder's top queries: layer 0 in full plus one projection; no decoder.
+    ([Tap("encoder", -1, "self_attention_q")], ENCODER_LAYER + 10 * Q_PROJECTION, 0, 0),
+    # Q.K^T of layer 0 (probabilities): q and k projections and the product.
+    ([Tap("encoder", 0, "self_attention_probs")], 2 * 10 * Q_PROJECTION + 2 * 10 * 10 * 32,
+     0, 0),
+    # Decoder layer 0's self-attention values need nothing else, not even the encoder.
+    ([Tap("decoder", 0, "self_attention_v")], 0, 4 * Q_PROJECTION, 0),
+    # Cross-attention keys of decoder layer 1 need the encoder and one projection only.
+    ([Tap("decoder", 1, "cross_attention_k")], 2 * ENCODER_LAYER, 10 * Q_PROJECTION, 0),
+    # Cross queries of the top layer: layer 0 in full, layer 1's self-attention, one q.
+    ([Tap("decoder", -1, "cross_attention_q")], 2 * ENCODER_LAYER,
+     DECODER_LAYER + DECODER_SELF_ATTENTION + 4 * Q_PROJECTION, 0),
+    # The top hidden state or the factored output layer: everything but the output product.
+    ([Tap("decoder", -1, "hidden")], 2 * ENCODER_LAYER, 2 * DECODER_LAYER, 0),
+    ([Tap("decoder", -1, "output_layer")], 2 * ENCODER_LAYER, 2 * DECODER_LAYER, 0),
+    ([Tap("decoder", -1, "logits")], 2 * ENCODER_LAYER, 2 * DECODER_LAYER, 2 * 4 * 32 * 128),
+])
+def test_tapped_forward_counts_only_what_the_taps_need(taps, encoder, decoder, logits):
+  flops = forward_flops(preset("tiny"), inputs_length=10, targets_length=4, taps=taps)
+  assert (flops.encoder, flops.decoder, flops.logits) == (encoder, decoder, logits)
 
 
 @pytest.mark.parametrize("config,lower", [

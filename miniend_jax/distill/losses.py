@@ -1,5 +1,8 @@
 """Distillation losses as pure functions on arrays (METHOD.md 1.1, 1.2).
 
+The logit losses also take the output layer left factored (`OutputLayer`), so the step
+never holds a whole [batch, length, vocab] tensor (memory note in the logits section).
+
 Every loss casts its inputs to float32 and returns a float32 scalar. Means are taken over
 valid positions of the whole batch (token-level means, as t5x normalises its losses), so
 a padded position never changes a value.
@@ -7,7 +10,8 @@ a padded position never changes a value.
 - `relation_kl`: MiniLMv2 self-attention relation KL(teacher || student) for one pair.
 - `logit_kl`, `blended_logit_kl`: tau^2 * KL over the vocabulary against the teacher's
   distribution, or against a blend of two target distributions (METHOD.md 1.4).
-- `cross_entropy`: on the targets, with t5x's optional z-loss.
+- `cross_entropy`: on the targets, with t5x's optional z-loss; `token_statistics`: the
+  sums behind accuracy and cross-entropy metrics.
 - `hidden_mse`: TinyBERT-style hidden-state MSE through a learned projection.
 """
 
@@ -19,6 +23,8 @@ import math
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from miniend_jax.taps import OutputLayer
 
 Array = jax.Array
 
@@ -155,53 +161,92 @@ def relation_kl(teacher_a: Array, teacher_b: Array, student_a: Array, student_b:
 # ----------------------------------------------------------------------------- logits
 #
 # Memory: the teacher's and the student's logits, [batch, length, vocab] each, are the
-# largest activations of a T5 step (vocabulary 32128). Written plainly, the KL and its
-# gradient keep float32 log-softmaxes of both as residuals: two more full copies. Here
-# the forward pass walks over the sequence in chunks of `chunk_length` positions and
-# keeps only one KL value per position; the backward pass (a custom VJP) walks again and
-# writes d loss / d student logits = tau * w / sum(w) * (softmax(z_S / tau) - p_target)
-# chunk by chunk. Float32 temporaries exist for one chunk at a time, and a bfloat16
-# teacher's logits are upcast chunk by chunk (XLA's CPU backend, which lacks bfloat16
-# arithmetic, still converts them whole). Chunks cut the length axis, not the batch, so a
-# batch-sharded (and vocab-sharded) layout is kept. tools/logit_kl_memory.py measures the
-# compiled scratch memory of both ways.
+# largest activations of a T5 step (vocabulary 32128). Written plainly, a logit loss and
+# its gradient keep both tensors and float32 log-softmaxes of them as residuals. Here
+# every logit loss walks over the sequence in chunks of `chunk_length` positions, and in
+# the same walk writes its gradient: d loss / d student logits is known in closed form
+# (tau * w / sum(w) * (softmax(z_S / tau) - p_target) for the KL, softmax - one-hot for
+# cross-entropy), so nothing is recomputed in the backward pass (a custom VJP that only
+# scales the stored gradient). Float32 temporaries exist for one chunk at a time.
+#
+# The logits can be given whole (an array) or factored (`OutputLayer`, the decoder's
+# "output_layer" tap: logits = hidden @ kernel). Factored, each chunk's logits are
+# computed from the hidden states, the gradient goes straight to the hidden states and
+# the kernel, and no [batch, length, vocab] tensor ever exists: this is what the train
+# step uses. Chunks cut the length axis, not the batch, so a batch-sharded (and
+# vocab-sharded) layout is kept. tools/bench.py measures the step's memory both ways.
+
+Logits = Array | OutputLayer  # whole [batch, length, vocab] logits, or factored
 
 
-def _over_length_chunks(fn, arrays: tuple[Array, ...], chunk_length: int,
-                        out: Array) -> Array:
-  """out[:, s] = fn(*(a[:, s] for a in arrays)) for consecutive length slices s."""
-  length = arrays[0].shape[1]
+def _logits_shape(source: Logits) -> tuple[int, ...]:
+  if isinstance(source, OutputLayer):
+    return tuple(source.hidden.shape[:-1]) + (source.kernel.shape[-1],)
+  return tuple(jnp.shape(source))
+
+
+def _chunk_logits(source: Logits, start, size: int) -> Array:
+  """float32 logits of positions [start, start + size): [batch, size, vocab]."""
+  if isinstance(source, OutputLayer):
+    hidden = lax.dynamic_slice_in_dim(source.hidden, start, size, axis=1)
+    return jnp.dot(_float32(hidden), _float32(source.kernel))
+  return _float32(lax.dynamic_slice_in_dim(source, start, size, axis=1))
+
+
+def _zero_gradient(source: Logits) -> Logits:
+  return jax.tree_util.tree_map(jnp.zeros_like, source)
+
+
+def _add_chunk_gradient(source: Logits, start, size: int, d_logits: Array,
+                        gradient: Logits) -> Logits:
+  """gradient + d loss / d source, given d loss / d logits of one chunk."""
+  if isinstance(source, OutputLayer):
+    hidden = _float32(lax.dynamic_slice_in_dim(source.hidden, start, size, axis=1))
+    d_hidden = jnp.dot(d_logits, _float32(source.kernel).T)
+    d_kernel = jnp.einsum("bld,blv->dv", hidden, d_logits)
+    return OutputLayer(
+        lax.dynamic_update_slice_in_dim(gradient.hidden,
+                                        d_hidden.astype(gradient.hidden.dtype), start, 1),
+        gradient.kernel + d_kernel.astype(gradient.kernel.dtype))
+  return lax.dynamic_update_slice_in_dim(gradient, d_logits.astype(gradient.dtype), start, 1)
+
+
+def _over_chunks(length: int, chunk_length: int, fn, carry):
+  """carry = fn(start, size, carry) for consecutive slices [start, start + size)."""
   chunk_length = max(1, min(chunk_length, length))
   full = length // chunk_length
-
-  def body(index, out):
-    start = index * chunk_length
-    pieces = tuple(lax.dynamic_slice_in_dim(a, start, chunk_length, axis=1) for a in arrays)
-    return lax.dynamic_update_slice_in_dim(out, fn(*pieces).astype(out.dtype), start, axis=1)
-
-  out = lax.fori_loop(0, full, body, out)
+  carry = lax.fori_loop(0, full, lambda i, c: fn(i * chunk_length, chunk_length, c), carry)
   if length % chunk_length:
-    start = full * chunk_length
-    out = lax.dynamic_update_slice_in_dim(
-        out, fn(*(a[:, start:] for a in arrays)).astype(out.dtype), start, axis=1)
-  return out
+    carry = fn(full * chunk_length, length % chunk_length, carry)
+  return carry
 
 
 def _target_log_probs(targets: tuple[Array, ...], log_mix: Array, temperature: float) -> Array:
   """log sum_k mix_k softmax(targets_k / tau): [batch, c, vocab]."""
-  parts = [jax.nn.log_softmax(_float32(t) / temperature, axis=-1) for t in targets]
+  parts = [jax.nn.log_softmax(t / temperature, axis=-1) for t in targets]
   if len(parts) == 1:
     return parts[0]
   stacked = jnp.stack([lm + p for lm, p in zip(log_mix, parts)])
   return jax.nn.logsumexp(stacked, axis=0)
 
 
-def _row_kl(targets, log_mix, student, temperature):
-  """KL(p_target || softmax(student / tau)) per position: [batch, c]."""
-  log_p = _target_log_probs(targets, log_mix, temperature)
-  log_q = jax.nn.log_softmax(_float32(student) / temperature, axis=-1)
-  p = jnp.exp(log_p)
-  return jnp.sum(jnp.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
+def _rows(kind: str, setting: float, targets: tuple[Array, ...], log_mix: Array,
+          student: Array, tokens: Array | None) -> tuple[Array, Array]:
+  """Per position of one chunk: (loss value [batch, c], d value / d student logits)."""
+  if kind == "kl":
+    temperature = setting
+    log_p = _target_log_probs(targets, log_mix, temperature)
+    log_q = jax.nn.log_softmax(student / temperature, axis=-1)
+    p = jnp.exp(log_p)
+    values = temperature ** 2 * jnp.sum(jnp.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
+    return values, temperature * (jnp.exp(log_q) - p)
+  z_loss = setting  # cross-entropy with t5x's z-loss
+  log_z = jax.nn.logsumexp(student, axis=-1)
+  target_logit = jnp.take_along_axis(student, tokens[..., None], axis=-1)[..., 0]
+  softmax = jnp.exp(student - log_z[..., None])
+  one_hot = jax.nn.one_hot(tokens, student.shape[-1], dtype=jnp.float32)
+  direction = softmax * (1.0 + 2.0 * z_loss * log_z)[..., None] - one_hot
+  return log_z - target_logit + z_loss * jnp.square(log_z), direction
 
 
 def _weight_sum(weights: Array) -> Array:
@@ -209,52 +254,73 @@ def _weight_sum(weights: Array) -> Array:
   return jnp.where(total > 0, total, 1.0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _chunked_kl(targets, log_mix, student, weights, temperature, chunk_length):
-  return _chunked_kl_forward(targets, log_mix, student, weights, temperature,
-                             chunk_length)[0]
-
-
-def _chunked_kl_forward(targets, log_mix, student, weights, temperature, chunk_length):
+def _walk(kind, setting, chunk_length, targets, log_mix, student, weights, tokens,
+          with_gradient: bool):
+  """One pass over the chunks: the weighted mean, per-position values and (optionally)
+  d mean / d student."""
   weights = _float32(weights)
-  rows = _over_length_chunks(
-      lambda s, *t: _row_kl(t, log_mix, s, temperature), (student,) + tuple(targets),
-      chunk_length, jnp.zeros(weights.shape, jnp.float32))  # [batch, length]
   total_weight = _weight_sum(weights)
-  value = temperature ** 2 * jnp.sum(rows * weights) / total_weight
-  return value, (targets, log_mix, student, weights, rows, total_weight, value)
+
+  def chunk(start, size, carry):
+    values, gradient = carry
+    target_chunks = tuple(_chunk_logits(t, start, size) for t in targets)
+    token_chunk = (None if tokens is None
+                   else lax.dynamic_slice_in_dim(tokens, start, size, axis=1))
+    rows, direction = _rows(kind, setting, target_chunks, log_mix,
+                            _chunk_logits(student, start, size), token_chunk)
+    values = lax.dynamic_update_slice_in_dim(values, rows, start, axis=1)
+    if with_gradient:
+      scale = lax.dynamic_slice_in_dim(weights, start, size, axis=1) / total_weight
+      gradient = _add_chunk_gradient(student, start, size, scale[..., None] * direction,
+                                     gradient)
+    return values, gradient
+
+  initial = (jnp.zeros(weights.shape, jnp.float32),
+             _zero_gradient(student) if with_gradient else None)
+  values, gradient = _over_chunks(weights.shape[1], chunk_length, chunk, initial)
+  mean = jnp.sum(values * weights) / total_weight
+  return mean, values, total_weight, gradient
 
 
-def _chunked_kl_backward(temperature, chunk_length, residuals, g):
-  targets, log_mix, student, weights, rows, total_weight, value = residuals
-  scale = g * temperature * weights / total_weight  # [batch, length]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _chunked_mean(kind, setting, chunk_length, targets, log_mix, student, weights, tokens):
+  return _walk(kind, setting, chunk_length, targets, log_mix, student, weights, tokens,
+               with_gradient=False)[0]
 
-  def student_gradient(s, w, *t):
-    p = jnp.exp(_target_log_probs(t, log_mix, temperature))
-    q = jax.nn.softmax(_float32(s) / temperature, axis=-1)
-    return w[..., None] * (q - p)
 
-  grad_student = _over_length_chunks(student_gradient, (student, scale) + tuple(targets),
-                                     chunk_length, jnp.zeros(student.shape, student.dtype))
-  # d/dw_i of tau^2 sum_j w_j kl_j / sum_j w_j.
-  grad_weights = g * (temperature ** 2 * rows - value) / total_weight
+def _chunked_mean_forward(kind, setting, chunk_length, targets, log_mix, student, weights,
+                          tokens):
+  mean, values, total_weight, gradient = _walk(kind, setting, chunk_length, targets,
+                                               log_mix, student, weights, tokens,
+                                               with_gradient=True)
+  return mean, (values, total_weight, mean, gradient, weights)
+
+
+def _chunked_mean_backward(kind, setting, chunk_length, residuals, g):
+  values, total_weight, mean, gradient, weights = residuals
+  grad_student = jax.tree_util.tree_map(lambda x: (g * x).astype(x.dtype), gradient)
+  grad_weights = None  # integer or boolean weights have no tangent space
+  if jnp.issubdtype(weights.dtype, jnp.floating):
+    # d/dw_i of sum_j w_j v_j / sum_j w_j.
+    grad_weights = (g * (values - mean) / total_weight).astype(weights.dtype)
   # Targets are constants: the teacher (and a detached blend partner) get no gradient.
-  return None, None, grad_student, grad_weights.astype(weights.dtype)
+  return None, None, grad_student, grad_weights, None
 
 
-_chunked_kl.defvjp(_chunked_kl_forward, _chunked_kl_backward)
+_chunked_mean.defvjp(_chunked_mean_forward, _chunked_mean_backward)
 
 
-def _check_logits(name: str, logits: Array, student_logits: Array, weights: Array) -> None:
-  if jnp.ndim(logits) != 3:
-    raise LossInputError(f"{name} must be [batch, length, vocab], got {jnp.shape(logits)}.")
-  if logits.shape != student_logits.shape:
+def _check_logits(name: str, logits: Logits, student_logits: Logits, weights: Array) -> None:
+  shape, student_shape = _logits_shape(logits), _logits_shape(student_logits)
+  if len(shape) != 3:
+    raise LossInputError(f"{name} must be [batch, length, vocab], got {shape}.")
+  if shape != student_shape:
     raise LossInputError(
-        f"{name} {logits.shape} and student logits {student_logits.shape} differ in shape; "
+        f"{name} {shape} and student logits {student_shape} differ in shape; "
         "logit distillation needs the same vocabulary (vocab_size) in both models.")
-  if weights.shape != logits.shape[:2]:
+  if weights.shape != shape[:2]:
     raise LossInputError(
-        f"weights must be [batch, length] = {logits.shape[:2]}, got {weights.shape}.")
+        f"weights must be [batch, length] = {shape[:2]}, got {weights.shape}.")
 
 
 def _check_temperature(temperature: float) -> None:
@@ -262,14 +328,15 @@ def _check_temperature(temperature: float) -> None:
     raise LossInputError(f"temperature must be a positive number, got {temperature!r}.")
 
 
-def logit_kl(teacher_logits: Array, student_logits: Array, weights: Array, *,
+def logit_kl(teacher_logits: Logits, student_logits: Logits, weights: Array, *,
              temperature: float = 1.0,
              chunk_length: int = DEFAULT_CHUNK_LENGTH) -> Array:
   """tau^2 * mean over weighted tokens of KL(softmax(z_T / tau) || softmax(z_S / tau)).
 
   Args:
-    teacher_logits: [batch, length, vocab] (any float dtype; no gradient flows to it).
-    student_logits: [batch, length, vocab].
+    teacher_logits: [batch, length, vocab] (any float dtype; no gradient flows to it), or
+      an OutputLayer (memory note above).
+    student_logits: [batch, length, vocab], or an OutputLayer.
     weights: [batch, length] token weights (0 for padding); the mean is
       sum(w * kl) / sum(w), and 0 when every weight is 0.
     temperature: tau > 0. The tau^2 factor keeps gradient magnitudes comparable across
@@ -279,11 +346,11 @@ def logit_kl(teacher_logits: Array, student_logits: Array, weights: Array, *,
   """
   _check_temperature(temperature)
   _check_logits("teacher_logits", teacher_logits, student_logits, weights)
-  return _chunked_kl((teacher_logits,), jnp.zeros((1,), jnp.float32), student_logits,
-                     weights, float(temperature), int(chunk_length))
+  return _chunked_mean("kl", float(temperature), int(chunk_length), (teacher_logits,),
+                       jnp.zeros((1,), jnp.float32), student_logits, weights, None)
 
 
-def blended_logit_kl(teacher_logits: Array, partner_logits: Array, student_logits: Array,
+def blended_logit_kl(teacher_logits: Logits, partner_logits: Logits, student_logits: Logits,
                      weights: Array, *, teacher_fraction: Array | float,
                      temperature: float = 1.0,
                      chunk_length: int = DEFAULT_CHUNK_LENGTH) -> Array:
@@ -300,45 +367,89 @@ def blended_logit_kl(teacher_logits: Array, partner_logits: Array, student_logit
   a = jnp.clip(_float32(teacher_fraction), 0.0, 1.0)
   # log 0 = -inf is fine here: logsumexp then ignores that part of the mixture.
   log_mix = jnp.log(jnp.stack([1.0 - a, a]))
-  return _chunked_kl((partner_logits, teacher_logits), lax.stop_gradient(log_mix),
-                     student_logits, weights, float(temperature), int(chunk_length))
+  return _chunked_mean("kl", float(temperature), int(chunk_length),
+                       (partner_logits, teacher_logits), lax.stop_gradient(log_mix),
+                       student_logits, weights, None)
 
 
 # ----------------------------------------------------------------------------- targets
 
 
-def cross_entropy(logits: Array, targets: Array, weights: Array, *,
-                  z_loss: float = 0.0) -> tuple[Array, Array]:
+def _check_targets(logits: Logits, targets: Array, weights: Array, name: str) -> None:
+  shape = _logits_shape(logits)
+  if len(shape) != 3 or shape[:2] != targets.shape:
+    raise LossInputError(
+        f"{name}: logits [batch, length, vocab] and targets [batch, length] must "
+        f"agree, got {shape} and {jnp.shape(targets)}.")
+  if weights.shape != targets.shape:
+    raise LossInputError(f"{name}: weights must be {targets.shape}, got {weights.shape}.")
+
+
+def cross_entropy(logits: Logits, targets: Array, weights: Array, *, z_loss: float = 0.0,
+                  chunk_length: int = DEFAULT_CHUNK_LENGTH) -> tuple[Array, Array]:
   """Mean over weighted tokens of -log softmax(logits)[target] + z_loss * logsumexp^2.
 
   The z-loss term (t5x, from Mesh TensorFlow) pulls log Z towards 0 and keeps bfloat16
   logits well-conditioned.
 
   Args:
-    logits: [batch, length, vocab].
+    logits: [batch, length, vocab], or an OutputLayer (memory note above).
     targets: [batch, length] int token ids.
     weights: [batch, length] (0 for padding).
     z_loss: coefficient of logsumexp(logits)^2 (t5x uses 1e-4 in pretraining).
+    chunk_length: sequence positions per chunk; any value gives the same result.
 
   Returns:
     (loss including the z-loss, the z-loss part alone): float32 scalars.
   """
-  if jnp.ndim(logits) != 3 or logits.shape[:2] != targets.shape:
-    raise LossInputError(
-        f"cross_entropy: logits [batch, length, vocab] and targets [batch, length] must "
-        f"agree, got {jnp.shape(logits)} and {jnp.shape(targets)}.")
-  if weights.shape != targets.shape:
-    raise LossInputError(f"cross_entropy: weights must be {targets.shape}, got "
-                         f"{weights.shape}.")
-  logits = _float32(logits)
+  _check_targets(logits, targets, weights, "cross_entropy")
+  tokens = jnp.asarray(targets).astype(jnp.int32)
+  loss = _chunked_mean("cross_entropy", float(z_loss), int(chunk_length), (),
+                       jnp.zeros((1,), jnp.float32), logits, weights, tokens)
+  z_part = jnp.zeros((), jnp.float32)
+  if z_loss:
+    z_part = z_loss * jnp.sum(
+        jnp.square(_log_partition(logits, chunk_length)) * _float32(weights)
+    ) / _weight_sum(_float32(weights))
+  return loss, z_part
+
+
+def _log_partition(logits: Logits, chunk_length: int) -> Array:
+  """logsumexp over the vocabulary per position, [batch, length], chunk by chunk."""
+  batch, length, _ = _logits_shape(logits)
+
+  def chunk(start, size, out):
+    log_z = jax.nn.logsumexp(_chunk_logits(logits, start, size), axis=-1)
+    return lax.dynamic_update_slice_in_dim(out, log_z, start, axis=1)
+
+  return _over_chunks(length, chunk_length, chunk, jnp.zeros((batch, length), jnp.float32))
+
+
+def token_statistics(logits: Logits, targets: Array, weights: Array, *,
+                     chunk_length: int = DEFAULT_CHUNK_LENGTH) -> dict[str, Array]:
+  """Weighted sums for accuracy and cross-entropy metrics, without gradient:
+  {"correct_sum", "cross_ent_sum", "weight_sum"} (argmax == target; -log p[target])."""
+  _check_targets(logits, targets, weights, "token_statistics")
+  logits = jax.tree_util.tree_map(lax.stop_gradient, logits)
   weights = _float32(weights)
-  log_z = jax.nn.logsumexp(logits, axis=-1)  # [batch, length]
-  target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32),
-                                     axis=-1)[..., 0]
-  total_weight = _weight_sum(weights)
-  z_part = z_loss * jnp.sum(jnp.square(log_z) * weights) / total_weight
-  nll = jnp.sum((log_z - target_logit) * weights) / total_weight
-  return nll + z_part, z_part
+  tokens = jnp.asarray(targets).astype(jnp.int32)
+  batch, length, _ = _logits_shape(logits)
+
+  def chunk(start, size, carry):
+    correct, nll = carry
+    z = _chunk_logits(logits, start, size)
+    t = lax.dynamic_slice_in_dim(tokens, start, size, axis=1)
+    target_logit = jnp.take_along_axis(z, t[..., None], axis=-1)[..., 0]
+    correct = lax.dynamic_update_slice_in_dim(
+        correct, (jnp.argmax(z, axis=-1) == t).astype(jnp.float32), start, axis=1)
+    nll = lax.dynamic_update_slice_in_dim(
+        nll, jax.nn.logsumexp(z, axis=-1) - target_logit, start, axis=1)
+    return correct, nll
+
+  zeros = jnp.zeros((batch, length), jnp.float32)
+  correct, nll = _over_chunks(length, chunk_length, chunk, (zeros, zeros))
+  return {"correct_sum": jnp.sum(correct * weights), "cross_ent_sum": jnp.sum(nll * weights),
+          "weight_sum": jnp.sum(weights)}
 
 
 # ----------------------------------------------------------------------------- hidden

@@ -39,7 +39,9 @@ Array = jax.Array
 Sites = Mapping[Tap, Array]
 PAD_ID = 0
 RELATION_LETTERS = "QKV"
-LOGITS = Tap("decoder", -1, "logits")
+# What the logit terms read: the logits left factored (hidden @ kernel), so that the
+# losses compute them chunk by chunk and the step never holds them whole.
+OUTPUT_LAYER = Tap("decoder", -1, "output_layer")
 
 
 class ObjectiveError(ValueError):
@@ -151,11 +153,11 @@ class CrossEntropy(Term):
     return "cross_entropy"
 
   def student_taps(self):
-    return (LOGITS,)
+    return (OUTPUT_LAYER,)
 
   def loss(self, teacher_sites, student_sites, view, *, params, step, assistant_sites):
-    value, _ = losses.cross_entropy(_site(student_sites, LOGITS, "student"), view.targets,
-                                    view.loss_weights, z_loss=self.z_loss)
+    value, _ = losses.cross_entropy(_site(student_sites, OUTPUT_LAYER, "student"),
+                                    view.targets, view.loss_weights, z_loss=self.z_loss)
     return value
 
 
@@ -181,13 +183,15 @@ class LogitKL(Term):
     return "logit_kl"
 
   def teacher_taps(self):
-    return (LOGITS,)
+    return (OUTPUT_LAYER,)
 
   def student_taps(self):
-    return (LOGITS,)
+    return (OUTPUT_LAYER,)
 
   def assistant_taps(self):
-    return (LOGITS,) if self.blend is not None and self.blend.partner == "assistant" else ()
+    if self.blend is not None and self.blend.partner == "assistant":
+      return (OUTPUT_LAYER,)
+    return ()
 
   def check(self, teacher_config, student_config):
     super().check(teacher_config, student_config)
@@ -199,8 +203,8 @@ class LogitKL(Term):
           "*_nologit objective).")
 
   def loss(self, teacher_sites, student_sites, view, *, params, step, assistant_sites):
-    teacher = _site(teacher_sites, LOGITS, "teacher")
-    student = _site(student_sites, LOGITS, "student")
+    teacher = _site(teacher_sites, OUTPUT_LAYER, "teacher")
+    student = _site(student_sites, OUTPUT_LAYER, "student")
     if self.blend is None:
       return losses.logit_kl(teacher, student, view.loss_weights,
                              temperature=self.temperature, chunk_length=self.chunk_length)
@@ -212,9 +216,9 @@ class LogitKL(Term):
         raise ObjectiveError(
             f"Term {self.name!r} blends with an assistant: pass assistant_sites= (run the "
             "assistant with taps=objective.assistant_taps(config)).")
-      partner = _site(assistant_sites, LOGITS, "assistant")
+      partner = _site(assistant_sites, OUTPUT_LAYER, "assistant")
     else:
-      partner = lax.stop_gradient(student)
+      partner = jax.tree_util.tree_map(lax.stop_gradient, student)
     return losses.blended_logit_kl(
         teacher, partner, student, view.loss_weights,
         teacher_fraction=self.blend.schedule(step), temperature=self.temperature,

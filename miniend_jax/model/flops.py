@@ -7,14 +7,25 @@ causal mask does not halve them, since the model computes them in full). Norms,
 softmaxes, activations and the relative position bias are left out; they are a few
 percent of the total for real sizes.
 
+With `taps`, only the work those sites depend on is counted: a frozen teacher that is read
+at decoder layer 5's self-attention queries needs the decoder's layers 0-4 (and so the
+whole encoder, for their cross-attention) plus one query projection, and no output layer;
+the "output_layer" site needs the whole decoder but not the output layer's product (the
+loss that reads it computes that, chunk by chunk: see miniend_jax.distill.flops).
+This is the minimum a step can compute (XLA removes the rest; tools/bench.py checks).
+
     forward_flops(config, inputs_length=512, targets_length=114)   # one example
+    forward_flops(config, inputs_length=512, targets_length=114,
+                  taps=[Tap("encoder", -1, "hidden")])              # encoder only
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from miniend_jax.model.config import T5Config
+from miniend_jax.taps import OUTPUT_KINDS, Tap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,33 +53,85 @@ def _mlp(config: T5Config) -> int:
   return 2 * (len(config.mlp_activations) + 1) * config.emb_dim * config.mlp_dim
 
 
+def _layer_parts(config: T5Config, stack: str, inputs_length: int,
+                 targets_length: int) -> dict[str, int]:
+  """FLOPs of each part of one layer, for one example."""
+  e, j = config.emb_dim, config.joined_kv_dim
+  projection = 2 * e * j  # one of query, key, value or out, per token
+  length = inputs_length if stack == "encoder" else targets_length
+  parts = {"self_attention_q": length * projection, "self_attention_k": length * projection,
+           "self_attention_v": length * projection,
+           "self_attention_scores": 2 * length * length * j,        # Q.K^T
+           "self_attention_rest": 2 * length * length * j + length * projection,  # P.V, out
+           "mlp": length * _mlp(config)}
+  if stack == "decoder":
+    parts.update({
+        "cross_attention_q": targets_length * projection,
+        "cross_attention_k": inputs_length * projection,
+        "cross_attention_v": inputs_length * projection,
+        "cross_attention_scores": 2 * targets_length * inputs_length * j,
+        "cross_attention_rest": (2 * targets_length * inputs_length * j
+                                 + targets_length * projection)})
+  return parts
+
+
+_SELF_ATTENTION = ("self_attention_q", "self_attention_k", "self_attention_v",
+                   "self_attention_scores", "self_attention_rest")
+
+
+def _parts_for_site(stack: str, kind: str, all_parts: Iterable[str]) -> set[str]:
+  """The parts of its own layer a site depends on (lower layers aside)."""
+  if kind == "hidden":
+    return set(all_parts)
+  attention, _, letter = kind.rpartition("_")
+  parts = {kind} if letter != "probs" else {f"{attention}_q", f"{attention}_k",
+                                            f"{attention}_scores"}
+  if attention == "cross_attention" and ({"cross_attention_q"} & parts):
+    parts |= set(_SELF_ATTENTION)  # cross-attention queries read the self-attention output
+  return parts
+
+
 def forward_flops(config: T5Config, *, inputs_length: int, targets_length: int,
-                  decoder_layers: int | None = None, with_logits: bool = True) -> ForwardFlops:
+                  taps: Iterable[Tap] | None = None) -> ForwardFlops:
   """FLOPs of one forward pass over an example of these lengths.
 
   Args:
     config: the architecture.
     inputs_length, targets_length: encoder and decoder lengths (TASK_FEATURE_LENGTHS).
-    decoder_layers: count only the first N decoder layers (a teacher whose deepest tap is
-      below the top); default all of them.
-    with_logits: count the output layer (a teacher without a logit term skips it).
+    taps: count only what these sites need (see the module docstring); None counts the
+      whole forward pass, output layer included.
   """
   if inputs_length < 1 or targets_length < 1:
     raise ValueError(f"lengths must be positive, got inputs {inputs_length}, targets "
                      f"{targets_length}.")
-  e, j = config.emb_dim, config.joined_kv_dim
-  li, lt = inputs_length, targets_length
-  layers = config.num_decoder_layers if decoder_layers is None else decoder_layers
-  projection = 2 * e * j  # one of query, key, value or out, per token
-  encoder_layer = li * (4 * projection + 2 * 2 * li * j + _mlp(config))
-  decoder_layer = (lt * (4 * projection + 2 * 2 * lt * j)          # self-attention
-                   + lt * 2 * projection + li * 2 * projection      # cross q, out; k, v
-                   + lt * 2 * 2 * li * j                            # cross Q.K^T, P.V
-                   + lt * _mlp(config))
-  return ForwardFlops(encoder=config.num_encoder_layers * encoder_layer,
-                      decoder=layers * decoder_layer,
-                      logits=2 * lt * e * config.vocab_size if with_logits else 0,
-                      inputs_length=li, targets_length=lt)
+  depths = {"encoder": config.num_encoder_layers, "decoder": config.num_decoder_layers}
+  parts = {stack: _layer_parts(config, stack, inputs_length, targets_length)
+           for stack in depths}
+  needed = {stack: [set() for _ in range(depth)] for stack, depth in depths.items()}
+  # Layers below these indices run in full.
+  full_below = {"encoder": 0, "decoder": depths["decoder"] if taps is None else 0}
+  with_logits = taps is None
+  for tap in () if taps is None else taps:
+    if tap.kind in OUTPUT_KINDS:  # the final states; "logits" also the output layer
+      with_logits = with_logits or tap.kind == "logits"
+      full_below["decoder"] = depths["decoder"]
+      continue
+    tap = tap.resolve(config)
+    needed[tap.stack][tap.layer] |= _parts_for_site(tap.stack, tap.kind,
+                                                    parts[tap.stack])
+    if tap.kind not in ("cross_attention_k", "cross_attention_v"):
+      full_below[tap.stack] = max(full_below[tap.stack], tap.layer)
+  for stack in depths:
+    for layer in range(full_below[stack]):
+      needed[stack][layer] = set(parts[stack])
+  if any(part.startswith("cross") for layer in needed["decoder"] for part in layer):
+    needed["encoder"] = [set(parts["encoder"])] * depths["encoder"]
+  count = {stack: sum(parts[stack][part] for layer in needed[stack] for part in layer)
+           for stack in depths}
+  return ForwardFlops(
+      encoder=count["encoder"], decoder=count["decoder"],
+      logits=2 * targets_length * config.emb_dim * config.vocab_size if with_logits else 0,
+      inputs_length=inputs_length, targets_length=targets_length)
 
 
 def training_flops(config: T5Config, *, inputs_length: int, targets_length: int) -> int:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from miniend_jax.model.config import T5Config
 from miniend_jax.model.layers import (MASK_BIAS, Dense, Embed, MlpBlock, MultiHeadAttention,
                                       RelativePositionBiases, RMSNorm, constrain)
-from miniend_jax.taps import Tap, TapPlan
+from miniend_jax.taps import OutputLayer, Tap, TapPlan
 
 Array = jax.Array
 Taps = Iterable[Tap | str] | TapPlan | None
@@ -161,9 +161,17 @@ class Decoder(nn.Module):
     if cfg.logits_via_embedding:
       # T5 1.0 ties the output layer to the embedding and rescales (Mesh TF convention).
       logits = self.shared_embedding.attend(x) * cfg.emb_dim ** -0.5
+      kernel = lambda: (self.shared_embedding.embedding.astype(jnp.float32).T
+                        * cfg.emb_dim ** -0.5)
     else:
-      logits = Dense(cfg.vocab_size, ("embed", "vocab"), cfg.replace(dtype="float32"),
-                     name="logits_dense")(x.astype(jnp.float32))
+      output_dense = Dense(cfg.vocab_size, ("embed", "vocab"), cfg.replace(dtype="float32"),
+                           name="logits_dense")
+      logits = output_dense(x.astype(jnp.float32))
+      kernel = lambda: nn.unbox(output_dense.variables["params"]["kernel"]).astype(
+          jnp.float32)
+    if plan.wants_output_layer:
+      # Unused full logits are then removed by XLA when only this site is read.
+      self.sow("intermediates", "output_layer", OutputLayer(x.astype(jnp.float32), kernel()))
     logits = constrain(logits, ("batch", "length", "vocab"))
     if plan.wants_logits:
       self.sow("intermediates", "logits", logits)

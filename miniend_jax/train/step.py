@@ -19,13 +19,13 @@ import optax
 from jax import lax
 
 from miniend_jax.distill.forward import distillation_forward
-from miniend_jax.distill.objectives import Objective
+from miniend_jax.distill.losses import token_statistics
+from miniend_jax.distill.objectives import OUTPUT_LAYER, Objective
 from miniend_jax.model.config import T5Config
 from miniend_jax.taps import Tap
 from miniend_jax.train.state import TrainState
 
 Array = jax.Array
-LOGITS = Tap("decoder", -1, "logits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +38,8 @@ class StepConfig:
     optimizer: the optax transformation applied to {"student", "objective"} params.
     learning_rate: the schedule, reported as a metric (the optimizer applies its own).
     num_microbatches: gradient accumulation; must divide the per-step batch.
-    report_accuracy: also tap the student's logits for accuracy and cross_ent_loss when
-      the objective does not read them (costs the student's output layer).
+    report_accuracy: report accuracy and cross_ent_loss, computed chunk by chunk from the
+      student's output layer (one more forward pass of that layer).
   """
 
   objective: Objective
@@ -52,7 +52,7 @@ class StepConfig:
 
   @property
   def extra_student_taps(self) -> tuple[Tap, ...]:
-    return (LOGITS,) if self.report_accuracy else ()
+    return (OUTPUT_LAYER,) if self.report_accuracy else ()
 
 
 def _microbatch_metrics(setup: StepConfig, trainable: Any, teacher_params: Any,
@@ -64,15 +64,10 @@ def _microbatch_metrics(setup: StepConfig, trainable: Any, teacher_params: Any,
       objective_params=trainable.get("objective"), step=step, dropout_rng=rng,
       extra_student_taps=setup.extra_student_taps)
   metrics = {"loss": loss, **{name: value for name, value in terms.items()}}
-  if LOGITS in sites:
+  if OUTPUT_LAYER in sites:
     targets = batch["decoder_target_tokens"]
     weights = batch.get("decoder_loss_weights", (targets != 0).astype(jnp.float32))
-    logits = sites[LOGITS]  # [batch, length, vocab] float32
-    log_z = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    metrics["correct_sum"] = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
-    metrics["cross_ent_sum"] = jnp.sum((log_z - target_logit) * weights)
-    metrics["weight_sum"] = jnp.sum(weights)
+    metrics.update(token_statistics(sites[OUTPUT_LAYER], targets, weights))
   return loss, metrics
 
 
