@@ -147,6 +147,7 @@ class CrossEntropy(Term):
   """Student cross-entropy on the targets (the "scratch" objective), optional z-loss."""
 
   z_loss: float = 0.0
+  chunk_length: int = losses.DEFAULT_CHUNK_LENGTH
   uses_teacher: ClassVar[bool] = False
 
   def default_name(self) -> str:
@@ -157,7 +158,8 @@ class CrossEntropy(Term):
 
   def loss(self, teacher_sites, student_sites, view, *, params, step, assistant_sites):
     value, _ = losses.cross_entropy(_site(student_sites, OUTPUT_LAYER, "student"),
-                                    view.targets, view.loss_weights, z_loss=self.z_loss)
+                                    view.targets, view.loss_weights, z_loss=self.z_loss,
+                                    chunk_length=self.chunk_length)
     return value
 
 

@@ -19,7 +19,7 @@ import optax
 from jax import lax
 
 from miniend_jax.distill.forward import distillation_forward
-from miniend_jax.distill.losses import token_statistics
+from miniend_jax.distill.losses import DEFAULT_CHUNK_LENGTH, token_statistics
 from miniend_jax.distill.objectives import OUTPUT_LAYER, Objective
 from miniend_jax.model.config import T5Config
 from miniend_jax.taps import Tap
@@ -39,7 +39,8 @@ class StepConfig:
     learning_rate: the schedule, reported as a metric (the optimizer applies its own).
     num_microbatches: gradient accumulation; must divide the per-step batch.
     report_accuracy: report accuracy and cross_ent_loss, computed chunk by chunk from the
-      student's output layer (one more forward pass of that layer).
+      student's output layer (one more forward pass of that layer), metrics_chunk_length
+      target positions at a time.
   """
 
   objective: Objective
@@ -49,6 +50,7 @@ class StepConfig:
   learning_rate: Callable[[Array], Array]
   num_microbatches: int = 1
   report_accuracy: bool = True
+  metrics_chunk_length: int = DEFAULT_CHUNK_LENGTH
 
   @property
   def extra_student_taps(self) -> tuple[Tap, ...]:
@@ -67,7 +69,8 @@ def _microbatch_metrics(setup: StepConfig, trainable: Any, teacher_params: Any,
   if OUTPUT_LAYER in sites:
     targets = batch["decoder_target_tokens"]
     weights = batch.get("decoder_loss_weights", (targets != 0).astype(jnp.float32))
-    metrics.update(token_statistics(sites[OUTPUT_LAYER], targets, weights))
+    metrics.update(token_statistics(sites[OUTPUT_LAYER], targets, weights,
+                                    chunk_length=setup.metrics_chunk_length))
   return loss, metrics
 
 
