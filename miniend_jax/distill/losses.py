@@ -33,6 +33,8 @@ Array = jax.Array
 _MASK_SCORE = -1e9
 # Sequence positions per chunk of the vocabulary-sized KL computation (see `logit_kl`).
 DEFAULT_CHUNK_LENGTH = 16
+# Query positions per chunk of the relation computation (see `relation_kl`).
+DEFAULT_RELATION_CHUNK_LENGTH = 64
 
 
 class LossInputError(ValueError):
@@ -41,6 +43,16 @@ class LossInputError(ValueError):
 
 def _float32(x: Array) -> Array:
   return jnp.asarray(x).astype(jnp.float32)
+
+
+def _over_chunks(length: int, chunk_length: int, fn, carry):
+  """carry = fn(start, size, carry) for consecutive slices [start, start + size)."""
+  chunk_length = max(1, min(chunk_length, length))
+  full = length // chunk_length
+  carry = lax.fori_loop(0, full, lambda i, c: fn(i * chunk_length, chunk_length, c), carry)
+  if length % chunk_length:
+    carry = fn(full * chunk_length, length % chunk_length, carry)
+  return carry
 
 
 # ----------------------------------------------------------------------------- relations
@@ -83,7 +95,8 @@ def relation_allowed(key_mask: Array, query_length: int, *, causal: bool = False
 def relation_kl(teacher_a: Array, teacher_b: Array, student_a: Array, student_b: Array, *,
                 num_relation_heads: int, key_mask: Array, query_mask: Array | None = None,
                 causal: bool = False, query_segment_ids: Array | None = None,
-                key_segment_ids: Array | None = None) -> Array:
+                key_segment_ids: Array | None = None,
+                chunk_length: int = DEFAULT_RELATION_CHUNK_LENGTH) -> Array:
   """MiniLMv2 relation KL(teacher || student) for one pair (A, B), METHOD.md 1.1.
 
   Rel_r[i, j] = softmax_j(A_r[i] . B_r[j] / sqrt(width / R) + mask[i, j]), where A_r is
@@ -102,6 +115,8 @@ def relation_kl(teacher_a: Array, teacher_b: Array, student_a: Array, student_b:
     causal: also mask keys j > i (for relations between decoder positions).
     query_segment_ids, key_segment_ids: [batch, len_q], [batch, len_k] for packed
       examples: a query sees only keys of its own segment.
+    chunk_length: query positions computed at a time (memory note below); any value
+      gives the same result.
 
   Returns:
     float32 scalar. Rows without any allowed key do not count.
@@ -143,19 +158,79 @@ def relation_kl(teacher_a: Array, teacher_b: Array, student_a: Array, student_b:
   allowed = relation_allowed(key_mask, q_length, causal=causal,
                              query_segment_ids=query_segment_ids,
                              key_segment_ids=key_segment_ids)  # [batch, q, k]
-  teacher_log = _log_relations(lax.stop_gradient(_float32(teacher_a)),
-                               lax.stop_gradient(_float32(teacher_b)),
-                               num_relation_heads, allowed)  # [batch, heads, q, k]
-  student_log = _log_relations(_float32(student_a), _float32(student_b),
-                               num_relation_heads, allowed)
-  pointwise = jnp.where(allowed[:, None],
-                        jnp.exp(teacher_log) * (teacher_log - student_log), 0.0)
-  row_kl = jnp.sum(pointwise, axis=-1)  # [batch, heads, q]
   rows = jnp.logical_and(jnp.asarray(query_mask, bool), jnp.any(allowed, axis=-1))
-  rows = rows.astype(jnp.float32)  # [batch, q]
-  total = jnp.sum(row_kl * rows[:, None])
-  count = jnp.sum(rows) * num_relation_heads
-  return total / jnp.maximum(count, 1.0)
+  rows = rows.astype(jnp.float32)  # [batch, q]: the query rows that count
+  return _chunked_relation_kl(
+      lax.stop_gradient(_float32(teacher_a)), lax.stop_gradient(_float32(teacher_b)),
+      _float32(student_a), _float32(student_b), allowed, rows, num_relation_heads,
+      int(chunk_length))
+
+
+# Memory: relations are [batch, heads, q, k] per model (32 relation heads over 512
+# encoder positions: 64 MiB per example pair in float32), and written plainly their
+# log-softmaxes stay alive for the backward pass. As for the logit losses below, the
+# rows are computed `chunk_length` queries at a time, and the gradient with respect to
+# the student's A and B (d row / d scores = softmax(S) - Rel^T, masked) is written in
+# the same walk; only [batch, length, width]-sized results are kept.
+
+
+def _relation_walk(teacher_a, teacher_b, student_a, student_b, allowed, rows, heads,
+                   chunk_length, with_gradient):
+  batch, q_length, _ = student_a.shape
+  count = jnp.maximum(jnp.sum(rows) * heads, 1.0)
+  split = lambda x: x.reshape(x.shape[:2] + (heads, x.shape[-1] // heads))
+
+  def chunk(start, size, carry):
+    total, grad_a, grad_b = carry
+    allowed_c = lax.dynamic_slice_in_dim(allowed, start, size, axis=1)  # [batch, c, k]
+    rows_c = lax.dynamic_slice_in_dim(rows, start, size, axis=1)
+    log_t = _log_relations(lax.dynamic_slice_in_dim(teacher_a, start, size, axis=1),
+                           teacher_b, heads, allowed_c)
+    student_a_c = lax.dynamic_slice_in_dim(student_a, start, size, axis=1)
+    log_s = _log_relations(student_a_c, student_b, heads, allowed_c)
+    p = jnp.exp(log_t)
+    row_kl = jnp.sum(jnp.where(allowed_c[:, None], p * (log_t - log_s), 0.0), axis=-1)
+    total = total + jnp.sum(row_kl * rows_c[:, None])
+    if with_gradient:
+      scale = rows_c[:, None, :, None] / (count * math.sqrt(split(student_a).shape[-1]))
+      d_scores = jnp.where(allowed_c[:, None], jnp.exp(log_s) - p, 0.0) * scale
+      d_a = jnp.einsum("brqk,bkrd->bqrd", d_scores, split(student_b),
+                       precision=lax.Precision.HIGHEST)
+      grad_a = lax.dynamic_update_slice_in_dim(grad_a, d_a.reshape(d_a.shape[:2] + (-1,)),
+                                               start, axis=1)
+      d_b = jnp.einsum("brqk,bqrd->bkrd", d_scores, split(student_a_c),
+                       precision=lax.Precision.HIGHEST)
+      grad_b = grad_b + d_b.reshape(grad_b.shape)
+    return total, grad_a, grad_b
+
+  initial = (jnp.zeros((), jnp.float32),
+             jnp.zeros_like(student_a) if with_gradient else None,
+             jnp.zeros_like(student_b) if with_gradient else None)
+  total, grad_a, grad_b = _over_chunks(q_length, chunk_length, chunk, initial)
+  return total / count, grad_a, grad_b
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _chunked_relation_kl(teacher_a, teacher_b, student_a, student_b, allowed, rows, heads,
+                         chunk_length):
+  return _relation_walk(teacher_a, teacher_b, student_a, student_b, allowed, rows, heads,
+                        chunk_length, with_gradient=False)[0]
+
+
+def _chunked_relation_kl_forward(teacher_a, teacher_b, student_a, student_b, allowed, rows,
+                                 heads, chunk_length):
+  value, grad_a, grad_b = _relation_walk(teacher_a, teacher_b, student_a, student_b,
+                                         allowed, rows, heads, chunk_length,
+                                         with_gradient=True)
+  return value, (grad_a, grad_b)
+
+
+def _chunked_relation_kl_backward(heads, chunk_length, residuals, g):
+  grad_a, grad_b = residuals
+  return None, None, g * grad_a, g * grad_b, None, None
+
+
+_chunked_relation_kl.defvjp(_chunked_relation_kl_forward, _chunked_relation_kl_backward)
 
 
 # ----------------------------------------------------------------------------- logits
@@ -209,16 +284,6 @@ def _add_chunk_gradient(source: Logits, start, size: int, d_logits: Array,
                                         d_hidden.astype(gradient.hidden.dtype), start, 1),
         gradient.kernel + d_kernel.astype(gradient.kernel.dtype))
   return lax.dynamic_update_slice_in_dim(gradient, d_logits.astype(gradient.dtype), start, 1)
-
-
-def _over_chunks(length: int, chunk_length: int, fn, carry):
-  """carry = fn(start, size, carry) for consecutive slices [start, start + size)."""
-  chunk_length = max(1, min(chunk_length, length))
-  full = length // chunk_length
-  carry = lax.fori_loop(0, full, lambda i, c: fn(i * chunk_length, chunk_length, c), carry)
-  if length % chunk_length:
-    carry = fn(full * chunk_length, length % chunk_length, carry)
-  return carry
 
 
 def _target_log_probs(targets: tuple[Array, ...], log_mix: Array, temperature: float) -> Array:

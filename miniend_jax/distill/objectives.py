@@ -260,6 +260,7 @@ class AttentionRelations(Term):
     teacher_layer, student_layer: tapped layers (negative counts from the top).
     causal: mask keys after the query in relations between decoder positions (decoder
       self-attention pairs and the cross-attention QQ pair); no effect on encoder ones.
+    chunk_length: query positions computed at a time (memory only; see losses).
   """
 
   stack: str = "decoder"
@@ -270,6 +271,7 @@ class AttentionRelations(Term):
   teacher_layer: int = -1
   student_layer: int = -1
   causal: bool = True
+  chunk_length: int = losses.DEFAULT_RELATION_CHUNK_LENGTH
 
   def __post_init__(self):
     if self.stack not in ("encoder", "decoder"):
@@ -342,7 +344,7 @@ class AttentionRelations(Term):
           query_mask=view.mask(query_side),
           causal=self.causal and query_side == key_side == "decoder",
           query_segment_ids=view.segments(query_side),
-          key_segment_ids=view.segments(key_side))
+          key_segment_ids=view.segments(key_side), chunk_length=self.chunk_length)
       total = total + weight * value
     return total
 
