@@ -292,7 +292,7 @@ class TorchRoute:
     self.optimizer.step()
     if self.device == "cuda":
       self.torch.cuda.synchronize()
-    return float(total)
+    return float(total.detach())
 
 
 # ----------------------------------------------------------------------------- measuring

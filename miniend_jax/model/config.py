@@ -17,6 +17,7 @@ import jax.numpy as jnp
 # flax `nn.gelu`, Hugging Face's "gelu_new"); "gelu_exact" is the erf form.
 ACTIVATIONS = ("relu", "gelu", "gelu_exact", "silu", "linear")
 DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("none", "minimal", "full")
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,10 @@ class T5Config:
     dtype: compute dtype of activations ("float32" or "bfloat16"). Attention softmax and
       RMSNorm always run in float32 and logits are returned in float32.
     param_dtype: dtype parameters are stored in.
+    remat_policy: rematerialisation of each layer in the backward pass, for memory:
+      "none" keeps every activation; "minimal" recomputes attention scores, softmaxes,
+      norms and activations but keeps matmul outputs; "full" keeps only layer inputs and
+      recomputes each layer (about one more forward pass). Same results either way.
     pad_id, eos_id, decoder_start_id: the T5 special ids (0, 1, 0).
   """
 
@@ -66,6 +71,7 @@ class T5Config:
   layer_norm_epsilon: float = 1e-6
   dtype: str = "float32"
   param_dtype: str = "float32"
+  remat_policy: str = "none"
   pad_id: int = 0
   eos_id: int = 1
   decoder_start_id: int = 0
@@ -116,6 +122,10 @@ class T5Config:
       if getattr(self, name) not in DTYPES:
         raise ConfigError(
             f"T5Config.{name} must be one of {DTYPES}, got {getattr(self, name)!r}.")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ConfigError(
+          f"T5Config.remat_policy must be one of {REMAT_POLICIES}, got "
+          f"{self.remat_policy!r}.")
     for name in ("pad_id", "eos_id", "decoder_start_id"):
       value = getattr(self, name)
       if not isinstance(value, int) or not 0 <= value < self.vocab_size:

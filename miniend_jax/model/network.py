@@ -52,7 +52,7 @@ class EncoderLayer(nn.Module):
   layer_index: int
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array, *, deterministic: bool, plan: TapPlan) -> Array:
+  def __call__(self, x: Array, bias: Array, deterministic: bool, plan: TapPlan) -> Array:
     cfg = self.config
     dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
     y = RMSNorm(cfg, name="pre_attention_layer_norm")(x)
@@ -74,7 +74,7 @@ class DecoderLayer(nn.Module):
   layer_index: int
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array | None, *,
+  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array | None,
                deterministic: bool, decode: bool, plan: TapPlan) -> Array:
     cfg = self.config
     dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
@@ -97,6 +97,24 @@ class DecoderLayer(nn.Module):
     return x
 
 
+# Which activations a layer keeps for the backward pass (T5Config.remat_policy); the rest
+# is recomputed there. "minimal" keeps the projections' and MLP's matmul outputs and
+# recomputes attention scores, softmaxes, norms and activations; "full" keeps only each
+# layer's input and recomputes the whole layer.
+_CHECKPOINT_POLICIES = {"minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                        "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def _layer_class(layer: type[nn.Module], config: T5Config, static_argnums: tuple[int, ...],
+                 decode: bool = False) -> type[nn.Module]:
+  """The layer, rematerialised as configured (never while decoding: no backward pass).
+  static_argnums count `self` as 0: the flags and the tap plan."""
+  if config.remat_policy == "none" or decode:
+    return layer
+  return nn.remat(layer, policy=_CHECKPOINT_POLICIES[config.remat_policy],
+                  static_argnums=static_argnums)
+
+
 class Encoder(nn.Module):
   config: T5Config
   shared_embedding: nn.Module
@@ -114,9 +132,9 @@ class Encoder(nn.Module):
     x = self.shared_embedding(tokens)  # [batch, length, embed]
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
+    layer = _layer_class(EncoderLayer, cfg, static_argnums=(3, 4))
     for index in range(cfg.num_encoder_layers):
-      x = EncoderLayer(cfg, index, name=f"layers_{index}")(
-          x, bias, deterministic=deterministic, plan=plan)
+      x = layer(cfg, index, name=f"layers_{index}")(x, bias, deterministic, plan)
     x = RMSNorm(cfg, name="encoder_norm")(x)
     return nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
 
@@ -152,10 +170,10 @@ class Decoder(nn.Module):
     x = self.shared_embedding(tokens)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
+    layer = _layer_class(DecoderLayer, cfg, static_argnums=(5, 6, 7), decode=decode)
     for index in range(cfg.num_decoder_layers):
-      x = DecoderLayer(cfg, index, name=f"layers_{index}")(
-          x, encoded, self_bias, cross_bias, deterministic=deterministic, decode=decode,
-          plan=plan)
+      x = layer(cfg, index, name=f"layers_{index}")(x, encoded, self_bias, cross_bias,
+                                                     deterministic, decode, plan)
     x = RMSNorm(cfg, name="decoder_norm")(x)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
     if cfg.logits_via_embedding:
