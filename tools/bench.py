@@ -34,9 +34,14 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any
 
+# Timed alternately, the two runtimes share the cores: PyTorch's OpenMP threads must not
+# spin-wait after each operation (the default), or they take the cores from XLA's threads
+# for the first part of our step. Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -254,11 +259,11 @@ class TorchRoute:
     dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
 
     def model(config, params, train):
-      hf_config = transformers.T5Config(**hf.config_to_hf(config))
-      module = transformers.T5ForConditionalGeneration(hf_config)
-      state = {k: torch.tensor(np.asarray(v)) for k, v in
-               hf.state_dict_from_params(config, params).items()}
-      module.load_state_dict(state, strict=False)
+      # Through our export and from_pretrained, as a user would load it: a T5 built from
+      # its config alone ties lm_head to the embedding whatever tie_word_embeddings says.
+      with tempfile.TemporaryDirectory() as directory:
+        hf.save(config, params, directory)
+        module = transformers.T5ForConditionalGeneration.from_pretrained(directory)
       module = module.to(self.device)
       return module.train() if train else module.eval().to(dtype)
 
