@@ -4,10 +4,15 @@
   prepared TFDS data directory; nothing is downloaded.
 - c4_hf_span_corruption: the same corpus from Hugging Face (allenai/c4, "en"), streamed.
 
-Both: inputs 512 -> 568 raw tokens, targets 114, at T5's noise density 0.15 and mean span
-length 3 (set the lengths in the run's TASK_FEATURE_LENGTHS). `span_corruption_task`
-builds the same pipeline on any source with a "text" feature; the embedded-corpus task in
-tasks/embedded.py uses it too.
+- corpus_span_corruption: your own text files (.txt, one document per line, or .jsonl),
+  registered when a run asks for it (gin_configs/data/corpus_files.gin):
+  MIXTURE_OR_TASK_NAME = @pretraining.corpus_span_corruption().
+
+All: inputs 512 -> 568 raw tokens, targets 114, at T5's noise density 0.15 and mean span
+length 3 (set the lengths in the run's TASK_FEATURE_LENGTHS); documents are concatenated
+and cut into pieces of that length, so a document longer than a sequence fills several.
+`span_corruption_task` builds the same pipeline on any source with a "text" feature; the
+embedded-corpus task in tasks/embedded.py uses it too.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import functools
 import seqio
 
 from miniend_jax.data import span_corruption as span_corruption_lib
-from miniend_jax.data.sources import HuggingFaceSource, PreparedTfdsSource
+from miniend_jax.data.sources import HuggingFaceSource, LocalFilesSource, PreparedTfdsSource
 from tasks import registration, vocabulary
 
 C4_TFDS_NAME = "c4/en:3.0.1"
@@ -39,6 +44,20 @@ def span_corruption_task(name: str, source: seqio.DataSource, *, text_feature: s
           seqio.preprocessors.append_eos_after_trim,
       ],
       metric_fns=[])
+
+
+def corpus_span_corruption(files, *, text_key: str = "text", encoding: str = "utf-8",
+                           validation_percent: float = 5.0,
+                           name: str = "corpus_span_corruption") -> str:
+  """Registers span corruption over local corpus files and returns the task's name.
+
+  `files`: glob pattern(s), split into train/validation by a hash of each document's id,
+  or {split: pattern(s)}. A missing file, undecodable bytes, a JSON line without
+  `text_key` or an empty split is a CorpusError naming the file, line and setting.
+  """
+  span_corruption_task(name, LocalFilesSource(files, text_key=text_key, encoding=encoding,
+                                              validation_percent=validation_percent))
+  return name
 
 
 def register(*, tfds_data_dir: str | None = None, c4_tfds_name: str = C4_TFDS_NAME) -> None:

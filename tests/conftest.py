@@ -37,6 +37,17 @@ def sentencepiece_model(tmp_path_factory) -> str:
   return path
 
 
+@pytest.fixture(scope="session")
+def single_device_run(tmp_path_factory, sentencepiece_model) -> str:
+  """MODEL_DIR of the tiny experiment run for 4 steps on one device (checkpoints 2 and 4,
+  a metrics line per step): the uninterrupted run that resumed ones are compared with."""
+  from tests.training_runs import train_with
+
+  model_dir = str(tmp_path_factory.mktemp("one_device") / "run")
+  train_with(model_dir, "trainer.train.num_devices = 1", vocabulary=sentencepiece_model)
+  return model_dir
+
+
 @pytest.fixture(scope="module")
 def task_vocabulary(sentencepiece_model):
   """Points every registered task at the session's SentencePiece model (via gin, as a run

@@ -1,63 +1,21 @@
-"""The trainer end to end on tiny configs: CLI, outputs, meshes, hosts, resume, bad input."""
+"""The trainer end to end on tiny configs: CLI, outputs, meshes, hosts, resume.
+
+Bad input: tests/test_bad_input.py; kills, corrupt checkpoints, NaNs: tests/test_faults.py.
+"""
 
 import json
 import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 
-import gin
 import jax
 import numpy as np
 import pytest
 
-from miniend_jax import gin_cli
 from miniend_jax.convert.checkpoint_loading import load_model
-from miniend_jax.convert.validation import CheckpointError
-from miniend_jax.data.errors import DataError
-from miniend_jax.distill.objectives import ObjectiveError
-from miniend_jax.train import trainer
-from miniend_jax.train.partitioning import PartitioningError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = "experiments/tiny_distill.gin"
-# Few steps, a log line and a checkpoint every step or two: what the tests compare.
-FAST = ["TRAIN_STEPS = 4", "LOG_PERIOD = 1", "CHECKPOINT_PERIOD = 2"]
-
-
-def train_with(model_dir, *bindings, gin_files=(TINY,), vocabulary=None):
-  """Run the configured trainer in this process (as `python -m miniend_jax.train` does)."""
-  extra = [f'tasks.vocabulary.sentencepiece_model_path.path = "{vocabulary}"'] \
-      if vocabulary else []
-  return gin_cli.call_configured(
-      trainer.train, list(gin_files), [f'MODEL_DIR = "{model_dir}"', *FAST, *extra, *bindings],
-      operative_config=gin.operative_config_str)
-
-
-def read_metrics(model_dir):
-  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
-def cli(model_dir, *flags, env=None, vocabulary=None, **popen):
-  command = [sys.executable, "-m", "miniend_jax.train", f"--gin_file={TINY}",
-             f'--gin.MODEL_DIR="{model_dir}"'] + [f"--gin.{b.replace(' = ', '=')}" for b in FAST]
-  if vocabulary:
-    command.append(f'--gin.tasks.vocabulary.sentencepiece_model_path.path="{vocabulary}"')
-  environment = {**os.environ, "PYTHONPATH": REPO, **(env or {})}
-  return subprocess.Popen(command + list(flags), cwd=REPO, env=environment,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          **popen)
-
-
-@pytest.fixture(scope="module")
-def single_device_run(tmp_path_factory, sentencepiece_model):
-  model_dir = str(tmp_path_factory.mktemp("one_device") / "run")
-  train_with(model_dir, "trainer.train.num_devices = 1", vocabulary=sentencepiece_model)
-  return model_dir
+from tests.training_runs import cli, read_metrics, train_with
 
 
 def test_pretrain_without_a_teacher_from_an_initial_checkpoint(tmp_path, single_device_run,
@@ -240,41 +198,6 @@ def test_cli_run_writes_every_output_and_stops_cleanly_on_sigterm(tmp_path,
   config, params = load_model(model_dir)
   assert config.emb_dim == 32 and config.num_encoder_layers == 2
   assert jax.tree_util.tree_leaves(params)
-
-
-@pytest.mark.parametrize("bindings,gin_files,error,message", [
-    (["MIXTURE_OR_TASK_NAME = %gin.REQUIRED"], (TINY,), gin_cli.GinConfigError,
-     "Required macro MIXTURE_OR_TASK_NAME is not set"),
-    ([], (TINY, "objectives/miniend_x.gin"), gin_cli.GinConfigError,
-     "did you mean 'objectives/miniend_e.gin'"),
-    (["MIXTURE_OR_TASK_NAME = 'embeded_span_corruption'"], (TINY,), DataError,
-     "Did you mean 'embedded_span_corruption'"),
-    (["TEACHER_CHECKPOINT = '/nonexistent/teacher'"], (TINY,), CheckpointError,
-     "does not exist"),
-    (["teacher/config.preset.vocab_size = 2048"], (TINY,), ObjectiveError, "vocab"),
-    (["BATCH_SIZE = 6"], (TINY,), PartitioningError, "BATCH_SIZE=6 is not divisible"),
-    (["TASK_FEATURE_LENGTHS = {'inputs': 64}"], (TINY,), DataError, "targets"),
-])
-def test_bad_input_is_refused_before_compiling_and_touches_nothing(
-    tmp_path, sentencepiece_model, bindings, gin_files, error, message):
-  model_dir = tmp_path / "run"
-  model_dir.mkdir()
-  (model_dir / "notes.txt").write_text("keep")
-  with pytest.raises(error, match=message):
-    train_with(str(model_dir), *bindings, gin_files=gin_files, vocabulary=sentencepiece_model)
-  assert os.listdir(model_dir) == ["notes.txt"]
-  assert (model_dir / "notes.txt").read_text() == "keep"
-
-
-def test_teacher_config_is_checked_against_the_teacher_weights(tmp_path, single_device_run,
-                                                               sentencepiece_model):
-  """A run's own checkpoint as TEACHER_CHECKPOINT, with a TEACHER_CONFIG it does not fit."""
-  model_dir = tmp_path / "student"
-  with pytest.raises(CheckpointError, match="does not match the weights.*emb_dim: config 64 "
-                     "vs checkpoint 32"):
-    train_with(str(model_dir), f'TEACHER_CHECKPOINT = "{single_device_run}"',
-               vocabulary=sentencepiece_model)
-  assert not model_dir.exists()
 
 
 def test_finetuning_with_inference_evaluation_improves_downstream_metrics(

@@ -94,6 +94,13 @@ def get_mixture_or_task(name: str, module: str | None = None, *, split: str | No
       "registered now.")
 
 
+def vocabulary_size(config: DatasetConfig) -> int:
+  """The number of token ids the task's features can hold (pieces + sentinels): a model
+  reading them needs at least this vocab_size."""
+  provider = get_mixture_or_task(config.mixture_or_task_name, config.module)
+  return max(feature.vocabulary.vocab_size for feature in provider.output_features.values())
+
+
 def _check_config(config: DatasetConfig, num_shards: int) -> None:
   for feature in ("inputs", "targets"):
     length = config.task_feature_lengths.get(feature)

@@ -1,11 +1,19 @@
-"""Checkpoints with Orbax at MODEL_DIR/checkpoint_<step>/ (t5x's naming).
+"""Checkpoints with Orbax at MODEL_DIR/checkpoint_<step>/ (t5x's naming), verified on restore.
 
 Each checkpoint holds two items: "state" (the TrainState: step, student and objective
 parameters, optimizer state; an Orbax PyTree, the layout newer t5x writes under
-checkpoint_<step>/state/) and "meta" (JSON: the student's T5Config and the data position,
-so a resumed run reads exactly the batches an uninterrupted one would). Orbax writes to a
-temporary directory and renames it when complete, so a partly written checkpoint is never
-listed as the latest.
+checkpoint_<step>/state/) and "meta" (JSON: the student's T5Config, the data position, so a
+resumed run reads exactly the batches an uninterrupted one would, and a fingerprint of every
+array). Orbax writes to a temporary directory and renames it when complete, so a partly
+written checkpoint (a process killed mid-save) is never listed; its leftovers are removed
+when the next run opens MODEL_DIR.
+
+`restore_latest` recomputes the fingerprints of what it read: a truncated or altered array
+(a failing disk, a bad copy) is detected, the checkpoint is moved to
+MODEL_DIR/corrupt/checkpoint_<step> (kept, never deleted) and the run falls back to the
+previous good one. The fingerprint is a position-weighted sum of every element's bits with
+odd weights, modulo 2**32: any change of a single element always changes it, and it is the
+same whatever the sharding, so every host computes it on its own shards in one jitted pass.
 """
 
 from __future__ import annotations
@@ -14,11 +22,51 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax import lax
+from jax.experimental import multihost_utils
 
+from miniend_jax.convert.validation import CheckpointError
 from miniend_jax.model.config import T5Config
 
 STEP_PREFIX = "checkpoint"
+CORRUPT_DIR = "corrupt"
+# Fields that decide the shapes of the saved arrays; the others (dropout, remat, compute
+# dtype) may change between a run and its resumption.
+_SHAPE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "num_encoder_layers",
+                 "num_decoder_layers", "head_dim", "mlp_dim", "mlp_activations",
+                 "logits_via_embedding", "relative_attention_num_buckets", "param_dtype")
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint's files cannot be read back into the arrays that were saved."""
+
+
+def _leaf_fingerprint(x: jax.Array) -> jax.Array:
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  size = jnp.dtype(x.dtype).itemsize
+  if x.dtype == jnp.bool_:
+    words = x.astype(jnp.uint32)
+  elif size in (1, 2):
+    words = lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16}[size]).astype(jnp.uint32)
+  else:   # 4 bytes: one word per element; 8 bytes: two (a trailing axis)
+    words = lax.bitcast_convert_type(x, jnp.uint32)
+  position = jnp.arange(words.size, dtype=jnp.uint32).reshape(words.shape)
+  odd_weights = position * jnp.uint32(2654435761) * jnp.uint32(2) + jnp.uint32(1)
+  return jnp.sum(words * odd_weights, dtype=jnp.uint32)
+
+
+def fingerprints(tree: Any) -> dict[str, int]:
+  """{leaf path: fingerprint} of a tree of (possibly sharded, multi-host) arrays."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  # Reductions of global arrays come back replicated: every host can read them.
+  values = jax.jit(lambda xs: [_leaf_fingerprint(x) for x in xs])([x for _, x in leaves])
+  return {jax.tree_util.keystr(path): int(np.asarray(value))
+          for (path, _), value in zip(leaves, values)}
 
 
 class Checkpointer:
@@ -30,11 +78,12 @@ class Checkpointer:
     if keep is not None and keep < 1:
       raise ValueError(f"CHECKPOINTS_TO_KEEP must be >= 1 or None, got {keep}.")
     self.period = period
+    self.model_dir = os.path.abspath(model_dir)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(model_dir),
+        self.model_dir,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, step_prefix=STEP_PREFIX, create=True,
-            enable_async_checkpointing=False),
+            cleanup_tmp_directories=True, enable_async_checkpointing=False),
         item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
@@ -44,16 +93,84 @@ class Checkpointer:
     return step % self.period == 0
 
   def save(self, step: int, state: Any, *, config: T5Config, data_position: dict) -> None:
-    meta = {"model_config": config.to_dict(), "data_position": data_position, "step": step}
+    meta = {"model_config": config.to_dict(), "data_position": data_position, "step": step,
+            "fingerprints": fingerprints(state)}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
 
+  def read_meta(self, step: int) -> dict:
+    return self._manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore())).meta
+
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    """The state at `step`, laid out as `abstract_state` (ShapeDtypeStructs with shardings)."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    """The state at `step`, laid out as `abstract_state` (ShapeDtypeStructs with
+    shardings), after checking every array's fingerprint; CorruptCheckpointError if the
+    files cannot be read or differ from what was saved."""
+    where = os.path.join(self.model_dir, f"{STEP_PREFIX}_{step}")
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    except Exception as error:  # Orbax/TensorStore raise many types for unreadable files.
+      raise CorruptCheckpointError(f"{where} cannot be read: {type(error).__name__}: "
+                                   f"{str(error)[:300]}") from error
+    saved = restored.meta.get("fingerprints")
+    if saved is not None:
+      found = fingerprints(restored.state)
+      altered = sorted(path for path in saved if found.get(path) != saved[path])
+      if altered or set(found) != set(saved):
+        raise CorruptCheckpointError(
+            f"{where} holds {len(altered)} array(s) that differ from what was saved, e.g. "
+            f"{altered[:3]}")
     return restored.state, restored.meta
+
+  def check_config(self, step: int, config: T5Config) -> None:
+    """Refuses to resume checkpoints of a different student architecture."""
+    saved = self.read_meta(step)["model_config"]
+    wanted = config.to_dict()
+    differ = [f"{name}: checkpoint {saved.get(name)!r} vs config {wanted[name]!r}"
+              for name in _SHAPE_FIELDS if saved.get(name) != wanted[name]]
+    if differ:
+      raise CheckpointError(
+          f"MODEL_DIR {self.model_dir} holds checkpoints of a different student "
+          f"({'; '.join(differ)}): use a new MODEL_DIR, or the STUDENT_CONFIG of that run.")
+
+  def restore_latest(self, abstract_state: Any) -> tuple[Any | None, int]:
+    """(state, step) from the newest checkpoint that reads back intact, or (None, 0) when
+    there is none. Corrupt newer ones are moved to MODEL_DIR/corrupt/; when every
+    checkpoint is corrupt nothing is moved and CorruptCheckpointError says so."""
+    corrupt = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state, _ = self.restore(step, abstract_state)
+      except CorruptCheckpointError as error:
+        logging.warning("%s", error)
+        corrupt.append((step, error))
+        continue
+      for bad_step, error in corrupt:
+        self._set_aside(bad_step)
+        logging.warning("Fell back from checkpoint_%d (moved to %s/) to checkpoint_%d.",
+                        bad_step, os.path.join(self.model_dir, CORRUPT_DIR), step)
+      if corrupt:
+        self._manager.reload()
+      return state, step
+    if corrupt:
+      raise CorruptCheckpointError(
+          f"Every checkpoint in MODEL_DIR {self.model_dir} is unreadable; the newest: "
+          f"{corrupt[0][1]}. Restore them from a copy, or start over in a new MODEL_DIR.")
+    return None, 0
+
+  def _set_aside(self, step: int) -> None:
+    if jax.process_index() == 0:
+      target = os.path.join(self.model_dir, CORRUPT_DIR)
+      os.makedirs(target, exist_ok=True)
+      name = f"{STEP_PREFIX}_{step}"
+      destination, suffix = os.path.join(target, name), 1
+      while os.path.exists(destination):
+        destination, suffix = os.path.join(target, f"{name}.{suffix}"), suffix + 1
+      os.rename(os.path.join(self.model_dir, name), destination)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"set aside checkpoint_{step}")
 
   def close(self) -> None:
     self._manager.close()

@@ -20,6 +20,27 @@ def _format_duration(seconds: float) -> str:
   return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _keep_records_up_to(path: str, step: int) -> None:
+  """Before a resumed run appends: drop the records of steps after its checkpoint (a killed
+  run logged them, the resumed one logs them again) and a line cut short by the kill."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8", errors="replace") as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if line.endswith("\n") and record.get("step", 0) <= step:
+      kept.append(line)
+  if kept != lines:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
 class MetricsWriter:
   """Appends one JSON object per logged step and the same scalars to TensorBoard."""
 
@@ -38,7 +59,9 @@ class MetricsWriter:
     self._summary = None
     if self.enabled:
       os.makedirs(model_dir, exist_ok=True)
-      self._jsonl = open(os.path.join(model_dir, "metrics.jsonl"), "a", encoding="utf-8")
+      path = os.path.join(model_dir, "metrics.jsonl")
+      _keep_records_up_to(path, start_step)
+      self._jsonl = open(path, "a", encoding="utf-8")
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       self._tf = tf
       self._summary = tf.summary.create_file_writer(os.path.join(model_dir, subdir))

@@ -59,7 +59,8 @@ def _check_decay(peak_learning_rate: float, total_steps: int, warmup_steps: int)
   _check("peak_learning_rate", peak_learning_rate, strict=True)
   if not 0 <= warmup_steps < total_steps:
     raise OptimizerError(
-        f"warmup_steps ({warmup_steps}) must be in [0, total_steps={total_steps}).")
+        f"warmup_steps ({warmup_steps}) must be in [0, total_steps={total_steps}): set "
+        "WARMUP_STEPS below TRAIN_STEPS, and TRAIN_STEPS >= 1.")
 
 
 def linear_decay(peak_learning_rate: float = 3e-4, total_steps: int = 10_000,

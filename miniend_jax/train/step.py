@@ -41,6 +41,9 @@ class StepConfig:
     report_accuracy: report accuracy and cross_ent_loss, computed chunk by chunk from the
       student's output layer (one more forward pass of that layer), metrics_chunk_length
       target positions at a time.
+    skip_nonfinite: when the loss or a gradient is NaN/inf, keep the previous parameters
+      and optimizer state (the step still counts, "nonfinite" reports 1); otherwise the
+      update is applied and the trainer stops on the non-finite metrics.
   """
 
   objective: Objective
@@ -51,6 +54,7 @@ class StepConfig:
   num_microbatches: int = 1
   report_accuracy: bool = True
   metrics_chunk_length: int = DEFAULT_CHUNK_LENGTH
+  skip_nonfinite: bool = False
 
   @property
   def extra_student_taps(self) -> tuple[Tap, ...]:
@@ -120,5 +124,11 @@ def train_step(setup: StepConfig, state: TrainState, teacher_params: Any,
   out["grad_norm/decoder"] = optax.global_norm(student_grads["decoder"])
   out["grad_norm/embedding"] = optax.global_norm(student_grads["token_embedder"])
   out["learning_rate"] = setup.learning_rate(state.step)
+  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(out["grad_norm"])
+  out["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+  if setup.skip_nonfinite:
+    keep = lambda new, old: jnp.where(finite, new, old)
+    params = jax.tree_util.tree_map(keep, params, state.params)
+    opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, out

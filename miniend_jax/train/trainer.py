@@ -4,7 +4,9 @@
 (gin_configs/runs/*.gin). It validates every input before compiling anything, builds the
 mesh and shardings, initialises or restores the state, then loops: read this host's rows
 of the global batch, run the jitted step, log, checkpoint. SIGTERM (preemption) writes a
-checkpoint and returns cleanly.
+checkpoint and returns cleanly; a killed run resumes from its newest intact checkpoint
+(train/checkpoints.py verifies what it reads); a NaN/inf loss or gradient stops the run
+before any checkpoint holds it, or has its update skipped (ON_NONFINITE).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from miniend_jax.convert.checkpoint_loading import load_model
-from miniend_jax.data.dataset import BatchIterator, DatasetConfig
+from miniend_jax.data.dataset import BatchIterator, DatasetConfig, vocabulary_size
 from miniend_jax.distill.objectives import Objective
 from miniend_jax.distill.student_init import init_student
 from miniend_jax.model.config import T5Config
@@ -38,6 +40,9 @@ from miniend_jax.train.state import TrainState
 from miniend_jax.train.step import StepConfig, train_step
 
 
+NONFINITE_POLICIES = ("stop", "skip")
+
+
 class TrainError(ValueError):
   """A training setting cannot work; the message names the setting to change."""
 
@@ -47,10 +52,14 @@ def _check_model_dir(model_dir: str) -> None:
     raise TrainError("MODEL_DIR is not set: pass --gin.MODEL_DIR=\\\"/path/to/run\\\".")
   if os.path.exists(model_dir) and not os.path.isdir(model_dir):
     raise TrainError(f"MODEL_DIR {model_dir!r} is a file, not a directory.")
-  parent = os.path.dirname(os.path.abspath(model_dir))
-  probe = model_dir if os.path.isdir(model_dir) else parent
-  if os.path.isdir(probe) and not os.access(probe, os.W_OK):
-    raise TrainError(f"MODEL_DIR {model_dir!r} is not writable.")
+  existing = os.path.abspath(model_dir)   # the directory, or its nearest existing ancestor
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise TrainError(f"MODEL_DIR {model_dir!r} cannot be created: {existing!r} is a file.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise TrainError(f"MODEL_DIR {model_dir!r} is not writable ({existing!r} is read-only "
+                     "for this user): choose another MODEL_DIR.")
 
 
 def _load_teacher(objective: Objective, teacher_checkpoint: str | None,
@@ -109,7 +118,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           num_microbatches: int = 1, report_accuracy: bool = True, seed: int = 0,
           inference_evaluator: Callable[..., Any] | None = None,
           eval_period: int | None = None,
-          console_interval_seconds: float = 0.0,
+          console_interval_seconds: float = 0.0, on_nonfinite: str = "stop",
           operative_config: Callable[[], str] | None = None) -> dict[str, float]:
   """Train until `total_steps` (resuming from MODEL_DIR's latest checkpoint).
 
@@ -142,6 +151,9 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     eval_period: EVAL_PERIOD; None evaluates only at the end (when an evaluator is set).
     console_interval_seconds: print the console progress line at most this often (0:
       at every logged step); metrics.jsonl and TensorBoard get every logged step.
+    on_nonfinite: ON_NONFINITE: "stop" raises FloatingPointError at the first step whose
+      loss or gradient is NaN/inf, naming it and the non-finite terms, before any
+      checkpoint holds that step; "skip" drops such steps' updates (metric "nonfinite").
     operative_config: returns the gin operative config text, written to config.gin.
 
   Returns:
@@ -153,6 +165,9 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     raise TrainError(f"TRAIN_STEPS must be >= 1, got {total_steps}.")
   if eval_period is not None and eval_period < 1:
     raise TrainError(f"EVAL_PERIOD must be >= 1 or None, got {eval_period}.")
+  if on_nonfinite not in NONFINITE_POLICIES:
+    raise TrainError(f"ON_NONFINITE must be one of {NONFINITE_POLICIES}, got "
+                     f"{on_nonfinite!r}.")
   if student_init not in ("random", "teacher_layers"):
     raise TrainError(f"student_init must be 'random' or 'teacher_layers', got "
                      f"{student_init!r}.")
@@ -177,9 +192,13 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   # Nothing is created in MODEL_DIR until the data, too, has been checked.
   start_step = 0
   if os.path.isdir(model_dir):
-    start_step = Checkpointer(model_dir, period=checkpoint_period).latest_step() or 0
+    existing = Checkpointer(model_dir, period=checkpoint_period)
+    start_step = existing.latest_step() or 0
+    if start_step:
+      existing.check_config(start_step, student_config)
   # Every host reads the whole global batch stream and keeps its own rows: the batches,
   # and so the losses, are identical whatever the number of hosts and devices.
+  _check_vocabulary(vocabulary_size(train_dataset_cfg), student_config, teacher_config)
   data = BatchIterator(train_dataset_cfg, shard_id=0, num_shards=1, start_step=start_step)
   checkpointer = Checkpointer(model_dir, period=checkpoint_period, keep=keep_checkpoints)
   rows = train_dataset_cfg.batch_size // jax.process_count()
@@ -189,7 +208,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   tx = optimizer(learning_rate=schedule)
   setup = StepConfig(objective=objective, student_config=student_config,
                      teacher_config=teacher_config, optimizer=tx, learning_rate=schedule,
-                     num_microbatches=num_microbatches, report_accuracy=report_accuracy)
+                     num_microbatches=num_microbatches, report_accuracy=report_accuracy,
+                     skip_nonfinite=on_nonfinite == "skip")
 
   with partitioning.activate(mesh, logical_axis_rules):
     student_shardings = partitioning.logical_to_sharding(
@@ -236,8 +256,14 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     state = jax.jit(lambda *args: TrainState.create(init_trainable(*args), tx),
                     out_shardings=state_shardings)(*init_args)
     if start_step:
-      state, _ = checkpointer.restore(start_step, abstract_like(state))
-      logging.info("Resumed from %s at step %d.", model_dir, start_step)
+      restored, restored_step = checkpointer.restore_latest(abstract_like(state))
+      if restored_step != start_step:   # fell back past corrupt checkpoints
+        start_step = restored_step
+        data = BatchIterator(train_dataset_cfg, shard_id=0, num_shards=1,
+                             start_step=start_step)
+      if restored is not None:
+        state = restored
+        logging.info("Resumed from %s at step %d.", model_dir, start_step)
 
     _write_run_files(model_dir, operative_config, teacher_origin, student_config,
                      teacher_config, state.params, teacher_params, mesh, logical_axis_rules)
@@ -256,12 +282,18 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     try:
       step = start_step
       pending, period_start, seqs, target_tokens = [], time.time(), 0, 0
+      unchecked = []   # (step, metrics) not yet checked for non-finite values
       while step < total_steps:
         host_batch = {k: v[first_row:first_row + rows] for k, v in next(data).items()}
         batch = partitioning.host_batch_to_global(host_batch, mesh)
         state, metrics = step_fn(state, teacher_params, batch, dropout_rng)
         step += 1
         pending.append(metrics)
+        unchecked.append((step, metrics))
+        save_now = checkpointer.should_save(step) or step == total_steps or preempted["flag"]
+        if on_nonfinite == "stop" and (save_now or step % log_period == 0):
+          _stop_on_nonfinite(jax.device_get(unchecked), checkpointer.latest_step())
+          unchecked = []
         seqs += train_dataset_cfg.batch_size
         target_tokens += int(np.sum(host_batch["decoder_target_tokens"] != 0)) * \
             jax.process_count()
@@ -272,7 +304,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           means["timing/steps_per_second"] = len(pending) / elapsed
           means["timing/seqs_per_second"] = seqs / elapsed
           means["timing/target_tokens_per_second"] = target_tokens / elapsed
-          _check_finite(step, means)
+          if on_nonfinite == "skip":
+            means["nonfinite"] *= len(pending)   # a count over the period, not a mean
           writer.write(step, means)
           last_logged = means
           pending, period_start, seqs, target_tokens = [], time.time(), 0, 0
@@ -281,7 +314,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           student = multihost_utils.process_allgather(state.params["student"], tiled=True)
           inference_evaluator(student_config, student, step,
                               os.path.join(model_dir, "eval"))
-        if checkpointer.should_save(step) or step == total_steps or preempted["flag"]:
+        if save_now:
           checkpointer.save(step, state, config=student_config,
                             data_position={"step": step})
         if preempted["flag"]:
@@ -294,12 +327,30 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   return last_logged
 
 
-def _check_finite(step: int, metrics: dict[str, float]) -> None:
-  bad = sorted(name for name, value in metrics.items() if not np.isfinite(value))
-  if bad:
+def _check_vocabulary(needed: int, student_config: T5Config,
+                      teacher_config: T5Config | None) -> None:
+  """Token ids at or past a model's vocab_size would be read as garbage embeddings."""
+  for role, config in (("student", student_config), ("teacher", teacher_config)):
+    if config is not None and config.vocab_size < needed:
+      rounded = -(-needed // 128) * 128
+      raise TrainError(
+          f"The task's vocabulary has {needed} token ids but the {role}'s vocab_size is "
+          f"{config.vocab_size}: set the {role} config's vocab_size to at least {needed} "
+          f"(e.g. {rounded}), or use a smaller SentencePiece model.")
+
+
+def _stop_on_nonfinite(steps_metrics: list[tuple[int, dict]], last_saved: int | None
+                       ) -> None:
+  """FloatingPointError at the first step whose loss or gradient was NaN/inf."""
+  for step, metrics in steps_metrics:
+    if not metrics["nonfinite"]:
+      continue
+    bad = sorted(name for name, value in metrics.items()
+                 if name != "nonfinite" and not np.isfinite(value))
     raise FloatingPointError(
-        f"Non-finite {', '.join(bad)} at step {step}: stopping before writing a checkpoint "
-        "(lower the learning rate or check the data).")
+        f"Non-finite values at step {step} in {', '.join(bad)}; stopping without writing "
+        f"a checkpoint for it (the newest is step {last_saved or 0}). Lower the learning "
+        "rate, check the data, or set ON_NONFINITE = \"skip\" to drop such steps.")
 
 
 def _write_run_files(model_dir, operative_config, teacher_origin, student_config,

@@ -1,0 +1,187 @@
+"""Bad input reaches the trainer the way a user gives it (gin files and bindings, data
+files, checkpoint paths) and is refused with one error that names what to change, before
+anything is compiled, with every file already there left as it was.
+
+CASES is the table README.md's "Faults and bad input" section shows (test_readme_lists_
+every_case keeps the two in step). Each case gives the gin files and bindings to run with
+(built from a per-test `paths` fixture: a scratch directory, the session's finished tiny
+run, a vocabulary) and the expected error type and message.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+
+import pytest
+
+from miniend_jax.convert.validation import CheckpointError
+from miniend_jax.data.errors import CorpusError, DataError, UnknownTaskError, VocabularyError
+from miniend_jax.distill.objectives import ObjectiveError
+from miniend_jax.gin_cli import GinConfigError
+from miniend_jax.model.config import ConfigError
+from miniend_jax.taps import TapError
+from miniend_jax.train.optimizers import OptimizerError
+from miniend_jax.train.partitioning import PartitioningError
+from miniend_jax.train.trainer import TrainError
+from tests.training_runs import REPO, TINY, train_with
+
+CORPUS = "data/corpus_files.gin"
+
+
+def _corpus(paths, name, content: bytes):
+  path = os.path.join(paths["scratch"], name)
+  with open(path, "wb") as f:
+    f.write(content)
+  return [f"CORPUS_FILES = '{path}'"]
+
+
+def _teacher_dir_with(paths, files):
+  teacher = os.path.join(paths["scratch"], "teacher")
+  os.makedirs(teacher)
+  for name, content in files.items():
+    with open(os.path.join(teacher, name), "w") as f:
+      f.write(content)
+  return [f"TEACHER_CHECKPOINT = '{teacher}'"]
+
+
+def _resume_as(paths, *bindings):
+  shutil.copytree(paths["finished_run"], paths["model_dir"], dirs_exist_ok=True)
+  return list(bindings)
+
+
+# (id, what the user did, gin files, bindings(paths), error, message pattern)
+CASES = [
+    # ---- configuration ----
+    ("required_macro_unset", "a required macro left unset (MIXTURE_OR_TASK_NAME)", (TINY,),
+     lambda p: ["MIXTURE_OR_TASK_NAME = %gin.REQUIRED"], GinConfigError,
+     "Required macro MIXTURE_OR_TASK_NAME is not set"),
+    ("gin_file_misspelled", "a misspelled --gin_file", (TINY, "objectives/miniend_x.gin"),
+     lambda p: [], GinConfigError, "did you mean 'objectives/miniend_e.gin'"),
+    ("binding_misspelled", "a misspelled parameter in a binding", (TINY,),
+     lambda p: ["trainer.train.totl_steps = 3"], GinConfigError, "totl_steps"),
+    ("model_shape_impossible", "an impossible model shape (num_heads = 0)", (TINY,),
+     lambda p: ["student/config.preset.num_heads = 0"], ConfigError, "num_heads"),
+    ("relation_heads_not_dividing", "RELATION_HEADS not dividing a model's heads x head_dim",
+     (TINY,), lambda p: ["RELATION_HEADS = 5"], ObjectiveError, "RELATION_HEADS|relation"),
+    ("teacher_layer_out_of_range", "a layer tap past the teacher's depth (TEACHER_LAYER = 7)",
+     (TINY,), lambda p: ["TEACHER_LAYER = 7"], (ObjectiveError, TapError), "layer"),
+    ("vocab_size_mismatch", "teacher and student vocabularies of different sizes", (TINY,),
+     lambda p: ["teacher/config.preset.vocab_size = 2048"], ObjectiveError, "vocab"),
+    ("vocabulary_larger_than_model", "a vocabulary with more ids than the models' vocab_size",
+     (TINY,), lambda p: ["VOCAB_SIZE = 512"], TrainError, "1100 token ids.*vocab_size is 512"),
+    ("batch_not_divisible", "a batch not divisible by the mesh's data axis", (TINY,),
+     lambda p: ["BATCH_SIZE = 6"], PartitioningError, "BATCH_SIZE=6 is not divisible"),
+    ("model_parallel_not_dividing", "MODEL_PARALLEL_SIZE not dividing the device count",
+     (TINY,), lambda p: ["MODEL_PARALLEL_SIZE = 3"], PartitioningError, "MODEL_PARALLEL_SIZE"),
+    ("microbatches_not_dividing", "NUM_MICROBATCHES not dividing the batch", (TINY,),
+     lambda p: ["NUM_MICROBATCHES = 3"], TrainError, "num_microbatches=3"),
+    ("train_steps_zero", "TRAIN_STEPS = 0", (TINY,), lambda p: ["TRAIN_STEPS = 0"],
+     OptimizerError, "TRAIN_STEPS >= 1"),
+    ("nonfinite_policy_unknown", "an unknown ON_NONFINITE policy", (TINY,),
+     lambda p: ["ON_NONFINITE = 'ignore'"], TrainError, "ON_NONFINITE must be one of"),
+    # ---- data ----
+    ("task_misspelled", "a misspelled task name", (TINY,),
+     lambda p: ["MIXTURE_OR_TASK_NAME = 'embeded_span_corruption'"], UnknownTaskError,
+     "Did you mean 'embedded_span_corruption'"),
+    ("split_missing", "a split the task does not have", (TINY,),
+     lambda p: ["train/dataset.DatasetConfig.split = 'test'"], DataError, "has no split 'test'"),
+    ("feature_length_missing", "TASK_FEATURE_LENGTHS without targets", (TINY,),
+     lambda p: ["TASK_FEATURE_LENGTHS = {'inputs': 64}"], DataError, "targets"),
+    ("corpus_file_missing", "CORPUS_FILES matching no file", (TINY, CORPUS),
+     lambda p: [f"CORPUS_FILES = '{p['scratch']}/none/*.txt'"], CorpusError,
+     "No corpus file matches"),
+    ("corpus_empty", "an empty corpus file", (TINY, CORPUS),
+     lambda p: _corpus(p, "empty.txt", b"\n \n"), CorpusError, "no document"),
+    ("corpus_not_utf8", "a corpus file that is not UTF-8", (TINY, CORPUS),
+     lambda p: _corpus(p, "latin1.txt", "caf\u00e9 cr\u00e8me\n".encode("latin-1") * 50),
+     CorpusError, "latin1.txt:1.*CORPUS_ENCODING|encoding"),
+    ("corpus_json_without_text", "a JSON-lines corpus without the text field", (TINY, CORPUS),
+     lambda p: _corpus(p, "docs.jsonl", b'{"body": "words"}\n'), CorpusError,
+     "no string field 'text'"),
+    ("vocabulary_missing", "a SentencePiece model path that does not exist", (TINY,),
+     lambda p: ["tasks.vocabulary.sentencepiece_model_path.path = '/nonexistent/spiece.model'"],
+     VocabularyError, "/nonexistent/spiece.model"),
+    # ---- checkpoints and paths ----
+    ("teacher_missing", "a TEACHER_CHECKPOINT that does not exist", (TINY,),
+     lambda p: ["TEACHER_CHECKPOINT = '/nonexistent/teacher'"], CheckpointError,
+     "does not exist"),
+    ("teacher_wrong_format", "a TEACHER_CHECKPOINT directory in no known format", (TINY,),
+     lambda p: _teacher_dir_with(p, {"weights.txt": "not a checkpoint"}), CheckpointError,
+     "is not a checkpoint this project reads"),
+    ("teacher_config_mismatch", "a TEACHER_CONFIG that does not fit the teacher's weights",
+     (TINY,), lambda p: [f"TEACHER_CHECKPOINT = '{p['finished_run']}'"], CheckpointError,
+     "emb_dim: config 64 vs checkpoint 32"),
+    ("resume_other_student", "resuming a MODEL_DIR with a different student", (TINY,),
+     lambda p: _resume_as(p, "student/config.preset.emb_dim = 48"), CheckpointError,
+     "different student.*emb_dim: checkpoint 32 vs config 48"),
+    ("model_dir_is_file", "MODEL_DIR inside a file", (TINY,),
+     lambda p: [f"MODEL_DIR = '{p['model_dir']}/notes.txt/run'"], TrainError, "is a file"),
+]
+
+
+@pytest.fixture
+def paths(tmp_path, single_device_run, sentencepiece_model):
+  """scratch (for made-up inputs), model_dir (holds a file that must survive),
+  finished_run (the session's tiny run), vocabulary."""
+  scratch, model_dir = tmp_path / "inputs", tmp_path / "run"
+  scratch.mkdir()
+  model_dir.mkdir()
+  (model_dir / "notes.txt").write_text("keep")
+  return {"scratch": str(scratch), "model_dir": str(model_dir),
+          "finished_run": single_device_run, "vocabulary": sentencepiece_model}
+
+
+def _snapshot(*roots):
+  """{path: (size, sha1)} of every file under `roots`."""
+  files = {}
+  for root in roots:
+    for directory, _, names in os.walk(root):
+      for name in names:
+        path = os.path.join(directory, name)
+        with open(path, "rb") as f:
+          files[path] = (os.path.getsize(path), hashlib.sha1(f.read()).hexdigest())
+  return files
+
+
+@pytest.mark.parametrize("case_id,gin_files,bindings,error,message",
+                         [(c[0], c[2], c[3], c[4], c[5]) for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_and_touches_nothing(paths, case_id, gin_files, bindings, error,
+                                                  message):
+  made = bindings(paths)
+  before = _snapshot(paths["model_dir"], paths["finished_run"])
+  with pytest.raises(error, match=message):
+    train_with(paths["model_dir"], *made, gin_files=gin_files, vocabulary=paths["vocabulary"])
+  assert _snapshot(paths["model_dir"], paths["finished_run"]) == before
+
+
+def test_read_only_model_dir_is_refused(paths):
+  """Root writes through any permission bit, so this needs a read-only directory for the
+  current user, which only a non-root user gets from chmod."""
+  parent = os.path.join(paths["scratch"], "read_only")
+  os.makedirs(parent)
+  os.chmod(parent, stat.S_IRUSR | stat.S_IXUSR)
+  try:
+    if os.access(parent, os.W_OK):
+      pytest.skip("running as root: chmod does not make a directory read-only")
+    with pytest.raises(TrainError, match="not writable.*choose another MODEL_DIR"):
+      train_with(os.path.join(parent, "run"), vocabulary=paths["vocabulary"])
+    assert os.listdir(parent) == []
+  finally:
+    os.chmod(parent, stat.S_IRWXU)
+
+
+def test_readme_lists_every_case():
+  with open(os.path.join(REPO, "README.md")) as f:
+    readme = f.read()
+  listed = re.findall(r"^\| `([a-z0-9_]+)` \|", readme, flags=re.M)
+  assert sorted(listed) == sorted([c[0] for c in CASES] + ["model_dir_read_only"]
+                                  + FAULT_IDS)
+
+
+# The faults tests/test_faults.py injects, listed in the same README table.
+FAULT_IDS = ["killed_during_checkpoint_write", "killed_between_checkpoints", "sigterm",
+             "checkpoint_truncated", "checkpoint_altered", "every_checkpoint_corrupt",
+             "nonfinite_stop", "nonfinite_skip", "export_target_not_empty"]
