@@ -174,14 +174,33 @@ def test_read_only_model_dir_is_refused(paths):
 
 
 def test_readme_lists_every_case():
+  """README's "Faults and bad input" table has a row for each case here, each fault of
+  tests/test_faults.py, and the cases tested elsewhere (OTHER_IDS), and no other row."""
+  from tests.test_faults import FAULT_IDS  # pylint: disable=g-import-not-at-top
   with open(os.path.join(REPO, "README.md")) as f:
     readme = f.read()
-  listed = re.findall(r"^\| `([a-z0-9_]+)` \|", readme, flags=re.M)
-  assert sorted(listed) == sorted([c[0] for c in CASES] + ["model_dir_read_only"]
-                                  + FAULT_IDS)
+  section = readme.split("## Faults and bad input", 1)[1].split("\n## ", 1)[0]
+  listed = re.findall(r"^\| `([a-z0-9_]+)` \|", section, flags=re.M)
+  assert sorted(listed) == sorted([c[0] for c in CASES] + FAULT_IDS + OTHER_IDS)
 
 
-# The faults tests/test_faults.py injects, listed in the same README table.
-FAULT_IDS = ["killed_during_checkpoint_write", "killed_between_checkpoints", "sigterm",
-             "checkpoint_truncated", "checkpoint_altered", "every_checkpoint_corrupt",
-             "nonfinite_stop", "nonfinite_skip", "export_target_not_empty"]
+# Rows of the README table tested outside CASES and tests/test_faults.py.
+OTHER_IDS = ["model_dir_read_only",       # test_read_only_model_dir_is_refused, above
+             "document_longer_than_sequence",   # the same, below
+             "sigterm",                   # tests/test_train.py (the CLI run)
+             "export_target_not_empty"]   # tests/test_export.py
+
+
+def test_documents_longer_than_a_sequence_fill_several(paths, task_vocabulary):
+  """Not an error: one 3000-word line of a corpus file fills several rows, none empty."""
+  from miniend_jax.data.dataset import BatchIterator, DatasetConfig  # pylint: disable=g-import-not-at-top
+  from tasks import pretraining  # pylint: disable=g-import-not-at-top
+  path = os.path.join(paths["scratch"], "long.txt")
+  with open(path, "w") as f:
+    f.write(" ".join(f"word{i % 97} value{i % 13}" for i in range(1500)) + "\n")
+  name = pretraining.corpus_span_corruption(path, validation_percent=0.0, name="long_line")
+  batches = BatchIterator(DatasetConfig(name, {"inputs": 64, "targets": 16}, "train",
+                                        batch_size=4, shuffle=False, num_epochs=1))
+  rows = [row for batch in batches for row in batch["encoder_input_tokens"]]
+  assert len(rows) >= 8 and all((row != 0).sum() > 32 for row in rows)
+  assert len({tuple(row) for row in rows}) == len(rows)

@@ -131,29 +131,6 @@ def test_same_losses_as_two_processes_of_four_devices(tmp_path, single_device_ru
   np.testing.assert_allclose(hosts, one, atol=1e-5, rtol=0)
 
 
-def test_resumed_run_equals_uninterrupted(tmp_path, single_device_run, sentencepiece_model):
-  """Stopped after checkpoint_2 and restarted, steps 3-4 and the final weights match."""
-  model_dir = str(tmp_path / "resumed")
-  shutil.copytree(single_device_run, model_dir)
-  shutil.rmtree(os.path.join(model_dir, "checkpoint_4"))
-  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
-    first_two = f.readlines()[:2]
-  with open(os.path.join(model_dir, "metrics.jsonl"), "w") as f:
-    f.writelines(first_two)
-  train_with(model_dir, "trainer.train.num_devices = 1", vocabulary=sentencepiece_model)
-  resumed = read_metrics(model_dir)
-  uninterrupted = read_metrics(single_device_run)
-  assert [m["step"] for m in resumed] == [1, 2, 3, 4]
-  for a, b in zip(resumed[2:], uninterrupted[2:]):
-    for key in ("loss", "logit_kl", "grad_norm/encoder", "learning_rate"):
-      assert a[key] == pytest.approx(b[key], abs=1e-6), key
-  final_resumed = load_model(model_dir)[1]
-  final_uninterrupted = load_model(single_device_run)[1]
-  for x, y in zip(jax.tree_util.tree_leaves(final_resumed),
-                  jax.tree_util.tree_leaves(final_uninterrupted)):
-    np.testing.assert_allclose(x, y, atol=1e-6)
-
-
 def test_cli_run_writes_every_output_and_stops_cleanly_on_sigterm(tmp_path,
                                                                    sentencepiece_model):
   """`python -m miniend_jax.train` distils, writes what t5x users expect, and on SIGTERM

@@ -125,8 +125,12 @@ class Checkpointer:
     return restored.state, restored.meta
 
   def check_config(self, step: int, config: T5Config) -> None:
-    """Refuses to resume checkpoints of a different student architecture."""
-    saved = self.read_meta(step)["model_config"]
+    """Refuses to resume checkpoints of a different student architecture. An unreadable
+    meta is left to `restore_latest`, which falls back past it."""
+    try:
+      saved = self.read_meta(step)["model_config"]
+    except Exception:  # pylint: disable=broad-except
+      return
     wanted = config.to_dict()
     differ = [f"{name}: checkpoint {saved.get(name)!r} vs config {wanted[name]!r}"
               for name in _SHAPE_FIELDS if saved.get(name) != wanted[name]]

@@ -193,9 +193,12 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   start_step = 0
   if os.path.isdir(model_dir):
     existing = Checkpointer(model_dir, period=checkpoint_period)
-    start_step = existing.latest_step() or 0
-    if start_step:
-      existing.check_config(start_step, student_config)
+    try:
+      start_step = existing.latest_step() or 0
+      if start_step:
+        existing.check_config(start_step, student_config)
+    finally:
+      existing.close()
   # Every host reads the whole global batch stream and keeps its own rows: the batches,
   # and so the losses, are identical whatever the number of hosts and devices.
   _check_vocabulary(vocabulary_size(train_dataset_cfg), student_config, teacher_config)
