@@ -5,7 +5,6 @@ Bad input: tests/test_bad_input.py; kills, corrupt checkpoints, NaNs: tests/test
 
 import json
 import os
-import shutil
 import signal
 import socket
 import time
