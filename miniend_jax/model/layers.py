@@ -206,7 +206,10 @@ class MultiHeadAttention(nn.Module):
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     if "probs" in tap_sites:
       self.sow("intermediates", "probs", probs)
-    probs = nn.Dropout(cfg.dropout_rate)(probs, deterministic=deterministic)
+    # As in t5x's T5: one attention-dropout mask per key position, shared by all queries
+    # (Hugging Face draws one per query and key): q times fewer random bits.
+    probs = nn.Dropout(cfg.dropout_rate, broadcast_dims=(2,))(probs,
+                                                             deterministic=deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(cfg.compute_dtype), value)
     out = out.reshape(batch, q_length, cfg.joined_kv_dim)
     return Dense(cfg.emb_dim, ("joined_kv", "embed"), cfg, name="out")(out)
