@@ -60,11 +60,15 @@ def _leaf_fingerprint(x: jax.Array) -> jax.Array:
   return jnp.sum(words * odd_weights, dtype=jnp.uint32)
 
 
+# One compiled function per state layout, reused by every save and restore of a run.
+_fingerprint_leaves = jax.jit(lambda leaves: [_leaf_fingerprint(x) for x in leaves])
+
+
 def fingerprints(tree: Any) -> dict[str, int]:
   """{leaf path: fingerprint} of a tree of (possibly sharded, multi-host) arrays."""
   leaves = jax.tree_util.tree_leaves_with_path(tree)
   # Reductions of global arrays come back replicated: every host can read them.
-  values = jax.jit(lambda xs: [_leaf_fingerprint(x) for x in xs])([x for _, x in leaves])
+  values = _fingerprint_leaves([x for _, x in leaves])
   return {jax.tree_util.keystr(path): int(np.asarray(value))
           for (path, _), value in zip(leaves, values)}
 

@@ -285,24 +285,24 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     try:
       step = start_step
       pending, period_start, seqs, target_tokens = [], time.time(), 0, 0
-      unchecked = []   # (step, metrics) not yet checked for non-finite values
+      fetched = []   # host copies of the first len(fetched) entries of `pending`
       while step < total_steps:
         host_batch = {k: v[first_row:first_row + rows] for k, v in next(data).items()}
         batch = partitioning.host_batch_to_global(host_batch, mesh)
         state, metrics = step_fn(state, teacher_params, batch, dropout_rng)
         step += 1
         pending.append(metrics)
-        unchecked.append((step, metrics))
         save_now = checkpointer.should_save(step) or step == total_steps or preempted["flag"]
-        if on_nonfinite == "stop" and (save_now or step % log_period == 0):
-          _stop_on_nonfinite(jax.device_get(unchecked), checkpointer.latest_step())
-          unchecked = []
+        log_now = step % log_period == 0 or step == total_steps
+        if save_now or log_now:   # one transfer of the period's metrics, not one per step
+          fetched += jax.device_get(pending[len(fetched):])
+          if on_nonfinite == "stop":
+            _stop_on_nonfinite(step - len(fetched) + 1, fetched, checkpointer.latest_step())
         seqs += train_dataset_cfg.batch_size
         target_tokens += int(np.sum(host_batch["decoder_target_tokens"] != 0)) * \
             jax.process_count()
-        if step % log_period == 0 or step == total_steps:
-          means = jax.tree_util.tree_map(lambda *v: float(np.mean(v)),
-                                         *jax.device_get(pending))
+        if log_now:
+          means = jax.tree_util.tree_map(lambda *v: float(np.mean(v)), *fetched)
           elapsed = max(time.time() - period_start, 1e-9)
           means["timing/steps_per_second"] = len(pending) / elapsed
           means["timing/seqs_per_second"] = seqs / elapsed
@@ -311,7 +311,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
             means["nonfinite"] *= len(pending)   # a count over the period, not a mean
           writer.write(step, means)
           last_logged = means
-          pending, period_start, seqs, target_tokens = [], time.time(), 0, 0
+          pending, fetched, period_start, seqs, target_tokens = [], [], time.time(), 0, 0
         if inference_evaluator is not None and (
             step == total_steps or (eval_period and step % eval_period == 0)):
           student = multihost_utils.process_allgather(state.params["student"], tiled=True)
@@ -342,10 +342,11 @@ def _check_vocabulary(needed: int, student_config: T5Config,
           f"(e.g. {rounded}), or use a smaller SentencePiece model.")
 
 
-def _stop_on_nonfinite(steps_metrics: list[tuple[int, dict]], last_saved: int | None
+def _stop_on_nonfinite(first_step: int, steps_metrics: list[dict], last_saved: int | None
                        ) -> None:
-  """FloatingPointError at the first step whose loss or gradient was NaN/inf."""
-  for step, metrics in steps_metrics:
+  """FloatingPointError at the first step whose loss or gradient was NaN/inf
+  (`steps_metrics` are the host metrics of consecutive steps from `first_step`)."""
+  for step, metrics in enumerate(steps_metrics, start=first_step):
     if not metrics["nonfinite"]:
       continue
     bad = sorted(name for name, value in metrics.items()
