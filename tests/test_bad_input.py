@@ -116,6 +116,9 @@ CASES = [
     ("resume_other_student", "resuming a MODEL_DIR with a different student", (TINY,),
      lambda p: _resume_as(p, "student/config.preset.emb_dim = 48"), CheckpointError,
      "different student.*emb_dim: checkpoint 32 vs config 48"),
+    ("resume_other_objective", "resuming a MODEL_DIR with an objective that has parameters",
+     (TINY, "objectives/hidden_mse.gin"), lambda p: _resume_as(p), CheckpointError,
+     "different training state.*another optimizer or objective"),
     ("model_dir_is_file", "MODEL_DIR inside a file", (TINY,),
      lambda p: [f"MODEL_DIR = '{p['model_dir']}/notes.txt/run'"], TrainError, "is a file"),
 ]

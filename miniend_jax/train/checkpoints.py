@@ -148,7 +148,10 @@ class Checkpointer:
     there is none. Corrupt newer ones are moved to MODEL_DIR/corrupt/; when every
     checkpoint is corrupt nothing is moved and CorruptCheckpointError says so."""
     corrupt = []
+    wanted = {jax.tree_util.keystr(path)
+              for path, _ in jax.tree_util.tree_leaves_with_path(abstract_state)}
     for step in sorted(self._manager.all_steps(), reverse=True):
+      self._check_structure(step, wanted)
       try:
         state, _ = self.restore(step, abstract_state)
       except CorruptCheckpointError as error:
@@ -167,6 +170,21 @@ class Checkpointer:
           f"Every checkpoint in MODEL_DIR {self.model_dir} is unreadable; the newest: "
           f"{corrupt[0][1]}. Restore them from a copy, or start over in a new MODEL_DIR.")
     return None, 0
+
+  def _check_structure(self, step: int, wanted: set[str]) -> None:
+    """Refuses a checkpoint whose saved arrays are not the ones this run's state holds
+    (another optimizer or objective), before reading any array."""
+    try:
+      saved = set(self.read_meta(step).get("fingerprints") or ())
+    except Exception:  # pylint: disable=broad-except
+      return   # an unreadable meta is corruption: `restore` reports it
+    if saved and saved != wanted:
+      differ = sorted(saved ^ wanted)
+      raise CheckpointError(
+          f"MODEL_DIR {self.model_dir} holds checkpoints of a different training state "
+          f"({len(differ)} arrays are in only one of them, e.g. {differ[:2]}): it was "
+          "trained with another optimizer or objective. Use a new MODEL_DIR, or that "
+          "run's optimizer and objective.")
 
   def _set_aside(self, step: int) -> None:
     if jax.process_index() == 0:
