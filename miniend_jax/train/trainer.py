@@ -292,7 +292,10 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
         state, metrics = step_fn(state, teacher_params, batch, dropout_rng)
         step += 1
         pending.append(metrics)
-        save_now = checkpointer.should_save(step) or step == total_steps or preempted["flag"]
+        # Read the flag once: a SIGTERM arriving later in this iteration is handled in the
+        # next, so a stop always follows the checkpoint (and the checks) of its step.
+        stopping = preempted["flag"]
+        save_now = checkpointer.should_save(step) or step == total_steps or stopping
         log_now = step % log_period == 0 or step == total_steps
         if save_now or log_now:   # one transfer of the period's metrics, not one per step
           fetched += jax.device_get(pending[len(fetched):])
@@ -320,7 +323,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
         if save_now:
           checkpointer.save(step, state, config=student_config,
                             data_position={"step": step})
-        if preempted["flag"]:
+        if stopping:
           logging.warning("SIGTERM: checkpoint written at step %d; stopping.", step)
           break
     finally:
