@@ -110,23 +110,30 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """The state at `step`, laid out as `abstract_state` (ShapeDtypeStructs with
     shardings), after checking every array's fingerprint; CorruptCheckpointError if the
-    files cannot be read or differ from what was saved."""
+    files cannot be read or differ from what was saved, CheckpointError if they hold
+    another training state (another optimizer or objective), found before any array is
+    read."""
     where = os.path.join(self.model_dir, f"{STEP_PREFIX}_{step}")
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      meta = self.read_meta(step)
+      saved = meta.get("fingerprints")
+      if saved:
+        self._check_structure(set(saved), abstract_state)
+      state = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state))).state
+    except CheckpointError:
+      raise
     except Exception as error:  # Orbax/TensorStore raise many types for unreadable files.
       raise CorruptCheckpointError(f"{where} cannot be read: {type(error).__name__}: "
                                    f"{str(error)[:300]}") from error
-    saved = restored.meta.get("fingerprints")
     if saved is not None:
-      found = fingerprints(restored.state)
+      found = fingerprints(state)
       altered = sorted(path for path in saved if found.get(path) != saved[path])
       if altered or set(found) != set(saved):
         raise CorruptCheckpointError(
             f"{where} holds {len(altered)} array(s) that differ from what was saved, e.g. "
             f"{altered[:3]}")
-    return restored.state, restored.meta
+    return state, meta
 
   def check_config(self, step: int, config: T5Config) -> None:
     """Refuses to resume checkpoints of a different student architecture. An unreadable
@@ -148,10 +155,7 @@ class Checkpointer:
     there is none. Corrupt newer ones are moved to MODEL_DIR/corrupt/; when every
     checkpoint is corrupt nothing is moved and CorruptCheckpointError says so."""
     corrupt = []
-    wanted = {jax.tree_util.keystr(path)
-              for path, _ in jax.tree_util.tree_leaves_with_path(abstract_state)}
     for step in sorted(self._manager.all_steps(), reverse=True):
-      self._check_structure(step, wanted)
       try:
         state, _ = self.restore(step, abstract_state)
       except CorruptCheckpointError as error:
@@ -171,14 +175,11 @@ class Checkpointer:
           f"{corrupt[0][1]}. Restore them from a copy, or start over in a new MODEL_DIR.")
     return None, 0
 
-  def _check_structure(self, step: int, wanted: set[str]) -> None:
-    """Refuses a checkpoint whose saved arrays are not the ones this run's state holds
-    (another optimizer or objective), before reading any array."""
-    try:
-      saved = set(self.read_meta(step).get("fingerprints") or ())
-    except Exception:  # pylint: disable=broad-except
-      return   # an unreadable meta is corruption: `restore` reports it
-    if saved and saved != wanted:
+  def _check_structure(self, saved: set[str], abstract_state: Any) -> None:
+    """Refuses saved arrays (their paths) that are not the ones this run's state holds."""
+    wanted = {jax.tree_util.keystr(path)
+              for path, _ in jax.tree_util.tree_leaves_with_path(abstract_state)}
+    if saved != wanted:
       differ = sorted(saved ^ wanted)
       raise CheckpointError(
           f"MODEL_DIR {self.model_dir} holds checkpoints of a different training state "

@@ -306,12 +306,11 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
             jax.process_count()
         if log_now:
           means = jax.tree_util.tree_map(lambda *v: float(np.mean(v)), *fetched)
+          means["nonfinite"] = float(sum(m["nonfinite"] for m in fetched))   # a count
           elapsed = max(time.time() - period_start, 1e-9)
           means["timing/steps_per_second"] = len(pending) / elapsed
           means["timing/seqs_per_second"] = seqs / elapsed
           means["timing/target_tokens_per_second"] = target_tokens / elapsed
-          if on_nonfinite == "skip":
-            means["nonfinite"] *= len(pending)   # a count over the period, not a mean
           writer.write(step, means)
           last_logged = means
           pending, fetched, period_start, seqs, target_tokens = [], [], time.time(), 0, 0
