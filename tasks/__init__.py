@@ -10,9 +10,13 @@ Tasks (all text-to-text, inputs/targets in the shared vocabulary of tasks/vocabu
   _v002 and the mixture glue_v002_proportional;
 - summarization: cnn_dailymail_v002, xsum_v110 (TFDS), cnn_dailymail_hf, xsum_hf;
 - offline downstream: embedded_summarization, embedded_topic_classification.
+
+Tasks on your own files are registered when a run asks for them (a gin file calls the
+function): corpus_span_corruption (pretraining.corpus_span_corruption) and
+downstream_files (downstream_files.downstream_files_task).
 """
 
-from tasks import embedded, glue, pretraining, summarization, vocabulary
+from tasks import downstream_files, embedded, glue, pretraining, summarization, vocabulary
 
 
 def register_all(*, tfds_data_dir: str | None = None) -> None:
@@ -24,4 +28,5 @@ def register_all(*, tfds_data_dir: str | None = None) -> None:
   embedded.register()
 
 
-__all__ = ["embedded", "glue", "pretraining", "register_all", "summarization", "vocabulary"]
+__all__ = ["downstream_files", "embedded", "glue", "pretraining", "register_all",
+           "summarization", "vocabulary"]

@@ -8,6 +8,9 @@ encoding, a JSON line without the text field, or a corpus with no document.
 A file is read as JSON lines when its name ends in .jsonl or .json (one object per line,
 the text under `text_key`), otherwise as plain text with one document per non-blank line.
 Document ids are "<file name>:<line number>", stable as long as the file is.
+
+The pieces (`expand_patterns`, `decoded_lines`, `json_object`, `document_id`) are shared
+with downstream_files.py, which reads input/target examples by the same conventions.
 """
 
 from __future__ import annotations
@@ -22,28 +25,60 @@ from miniend_jax.data.errors import CorpusError
 JSON_SUFFIXES = (".jsonl", ".json")
 
 
-def expand_patterns(patterns: str | Sequence[str]) -> list[str]:
-  """The sorted files matching glob `patterns`; a pattern matching nothing is an error."""
+def expand_patterns(patterns: str | Sequence[str], *,
+                    setting: str = "the path or pattern") -> list[str]:
+  """The sorted files matching glob `patterns`; a pattern matching nothing is an error that
+  names `setting`, the option or gin macro that holds the patterns."""
   if isinstance(patterns, str):
     patterns = [patterns]
   files = []
   for pattern in patterns:
     matches = sorted(glob.glob(os.path.expanduser(pattern)))
     if not matches:
-      raise CorpusError(f"No corpus file matches {pattern!r}: check the path or pattern.")
+      raise CorpusError(f"No corpus file matches {pattern!r}: check {setting}.")
     files.extend(matches)
   return files
+
+
+def document_id(path: str, number: int) -> str:
+  """The id of what line `number` of `path` holds: "<file name>:<line number>"."""
+  return f"{os.path.basename(path)}:{number}"
+
+
+def decoded_lines(path: str, *, encoding: str = "utf-8",
+                  encoding_setting: str = "encoding") -> Iterator[tuple[int, str]]:
+  """(line number, text with its line ending) for every line of `path`, from 1; bytes
+  that are not valid `encoding` are an error naming the line and `encoding_setting`."""
+  with open(path, "rb") as stream:
+    for number, raw in enumerate(stream, start=1):
+      try:
+        yield number, raw.decode(encoding)
+      except UnicodeDecodeError as error:
+        raise CorpusError(
+            f"{path}:{number} is not valid {encoding} text (byte {raw[error.start]:#04x} at "
+            f"column {error.start + 1}); re-encode the file or set {encoding_setting} to the "
+            "file's encoding.") from None
+
+
+def json_object(path: str, number: int, line: str, *, fix: str = "") -> dict:
+  """The JSON object on line `number` of a .jsonl/.json file; a line holding anything
+  else is an error, its message ending in `fix` (e.g. ": fix the line or ...")."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as error:
+    raise CorpusError(f"{path}:{number} is not valid JSON ({error.msg}); each line of a "
+                      f".jsonl/.json file must be one JSON object{fix}.") from None
+  if not isinstance(record, dict):
+    raise CorpusError(f"{path}:{number} is valid JSON but not an object; each line of a "
+                      f".jsonl/.json file must be one JSON object{fix}.")
+  return record
 
 
 def _line_text(path: str, number: int, line: str, text_key: str) -> str:
   if not path.endswith(JSON_SUFFIXES):
     return line
-  try:
-    record = json.loads(line)
-  except json.JSONDecodeError as error:
-    raise CorpusError(f"{path}:{number} is not valid JSON ({error.msg}); each line of a "
-                      f".jsonl/.json corpus must be one JSON object.") from None
-  if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
+  record = json_object(path, number, line)
+  if not isinstance(record.get(text_key), str):
     raise CorpusError(f"{path}:{number} has no string field {text_key!r}; set text_key to "
                       "the field that holds the text.")
   return record[text_key]
@@ -52,21 +87,12 @@ def _line_text(path: str, number: int, line: str, text_key: str) -> str:
 def read_file(path: str, *, text_key: str = "text",
               encoding: str = "utf-8") -> Iterator[tuple[str, str]]:
   """(id, text) for each non-blank document of one corpus file."""
-  name = os.path.basename(path)
-  with open(path, "rb") as stream:
-    for number, raw in enumerate(stream, start=1):
-      try:
-        line = raw.decode(encoding)
-      except UnicodeDecodeError as error:
-        raise CorpusError(
-            f"{path}:{number} is not valid {encoding} text (byte {raw[error.start]:#04x} at "
-            f"column {error.start + 1}); re-encode the file or set encoding to the file's "
-            "encoding.") from None
-      if not line.strip():
-        continue
-      text = _line_text(path, number, line, text_key).strip()
-      if text:
-        yield f"{name}:{number}", text
+  for number, line in decoded_lines(path, encoding=encoding):
+    if not line.strip():
+      continue
+    text = _line_text(path, number, line, text_key).strip()
+    if text:
+      yield document_id(path, number), text
 
 
 def read_documents(files: Sequence[str], *, text_key: str = "text",

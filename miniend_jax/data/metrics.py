@@ -36,6 +36,13 @@ def accuracy(targets: Sequence, predictions: Sequence) -> dict[str, float]:
   return {"accuracy": 100 * float(np.mean(targets == predictions))}
 
 
+def example_count(targets: Sequence, predictions: Sequence) -> dict[str, int]:
+  """{"num_examples": the number of examples scored}: an evaluation's size, logged beside
+  its scores (a count, not a percentage)."""
+  targets, predictions = _as_arrays(targets, predictions)
+  return {"num_examples": int(targets.size)}
+
+
 def f1(targets: Sequence[int], predictions: Sequence[int], *,
        positive_label: int = 1) -> dict[str, float]:
   """Binary F1 of `positive_label`; an invalid prediction (-1) counts as wrong."""
@@ -99,21 +106,26 @@ def spearman_corrcoef(targets: Sequence[float], predictions: Sequence[float]
                                                _average_ranks(predictions.astype(float)))}
 
 
-def rouge(targets: Sequence[str], predictions: Sequence[str], *,
-          score_keys: Sequence[str] = ("rouge1", "rouge2", "rougeL")) -> dict[str, float]:
-  """Mean ROUGE F-measures. "rougeLsum" treats newlines as sentence breaks."""
+def rouge_per_example(targets: Sequence[str], predictions: Sequence[str], *,
+                      score_keys: Sequence[str] = ("rouge1", "rouge2", "rougeL")
+                      ) -> dict[str, np.ndarray]:
+  """{key: [examples] F-measures x 100}, each example scored on its own."""
   from rouge_score import rouge_scorer  # Imports nltk; only summarization needs it.
 
   if len(targets) != len(predictions) or not targets:
     raise ValueError(f"ROUGE needs two equally long, non-empty lists; got {len(targets)} "
                      f"targets and {len(predictions)} predictions.")
   scorer = rouge_scorer.RougeScorer(list(score_keys), use_stemmer=True)
-  totals = dict.fromkeys(score_keys, 0.0)
-  for target, prediction in zip(targets, predictions):
-    scores = scorer.score(target, prediction)
-    for key in score_keys:
-      totals[key] += scores[key].fmeasure
-  return {key: 100 * total / len(targets) for key, total in totals.items()}
+  scores = [scorer.score(target, prediction)
+            for target, prediction in zip(targets, predictions)]
+  return {key: 100 * np.array([s[key].fmeasure for s in scores]) for key in score_keys}
+
+
+def rouge(targets: Sequence[str], predictions: Sequence[str], *,
+          score_keys: Sequence[str] = ("rouge1", "rouge2", "rougeL")) -> dict[str, float]:
+  """Mean ROUGE F-measures. "rougeLsum" treats newlines as sentence breaks."""
+  per_example = rouge_per_example(targets, predictions, score_keys=score_keys)
+  return {key: float(np.mean(values)) for key, values in per_example.items()}
 
 
 GLUE_HEADLINE_METRICS = {

@@ -4,6 +4,8 @@
   datasets derived from it).
 - `LocalFilesSource`: local plain-text or JSON-lines files (see corpus_files.py), with
   explicit per-split files or a deterministic split by document.
+- `DownstreamFilesSource`: the same for text-to-text examples in .jsonl/.json or .tsv
+  files (see downstream_files.py).
 - `HuggingFaceSource`: a Hugging Face `datasets` dataset (e.g. allenai/c4, streaming).
 - `PreparedTfdsSource`: seqio's TFDS source, reading prepared data only.
 
@@ -12,9 +14,9 @@ text, a missing field, an unloadable or unprepared dataset) when the dataset is 
 Python, and raises `CorpusError`; nothing fails later inside a TensorFlow iterator. The
 sources written here yield string features only.
 
-Sharding: `InMemorySource` and `HuggingFaceSource` shard examples themselves;
-`LocalFilesSource` shards whole files when there are at least as many files as shards and
-lets seqio shard examples otherwise.
+Sharding: `InMemorySource` and `HuggingFaceSource` shard examples themselves; the local
+files sources shard whole files when there are at least as many files as shards and let
+seqio shard examples otherwise.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from miniend_jax.data import corpus_files, document_split
-from miniend_jax.data.errors import CorpusError
+from miniend_jax.data import corpus_files, document_split, downstream_files
+from miniend_jax.data.errors import CorpusError, DataError
 
 
 def _string_signature(fields: Sequence[str]) -> dict[str, tf.TensorSpec]:
@@ -85,6 +87,8 @@ class LocalFilesSource(seqio.DataSource):
   """Documents {"id", "text"} from local .txt (one per line) or .jsonl/.json files.
 
   Read by a Python generator: tf.data cannot checkpoint its position (`reads_in_python`).
+  A subclass reads other records from local files (`fields`, `_expand`, `_read`,
+  `_empty_split_message`) and keeps the splitting, counting and sharding here.
 
   Args:
     files: glob pattern(s) of one corpus, split into "train" and "validation" by document
@@ -95,40 +99,55 @@ class LocalFilesSource(seqio.DataSource):
   """
 
   reads_in_python = True
+  fields: tuple[str, ...] = ("id", "text")
 
   def __init__(self, files: str | Sequence[str] | Mapping[str, str | Sequence[str]], *,
                text_key: str = "text", encoding: str = "utf-8",
                validation_percent: float = 5.0):
+    self._text_key = text_key
+    self._encoding = encoding
     if isinstance(files, Mapping):
-      self._files = {split: corpus_files.expand_patterns(p) for split, p in files.items()}
+      self._files = {split: self._expand(split, p) for split, p in files.items()}
       self._validation_percent = None
     else:
-      all_files = corpus_files.expand_patterns(files)
+      all_files = self._expand(document_split.TRAIN, files)
       self._files = {document_split.TRAIN: all_files, document_split.VALIDATION: all_files}
       self._validation_percent = validation_percent
     super().__init__(splits=tuple(self._files), caching_permitted=True)
-    self._text_key = text_key
-    self._encoding = encoding
     self._counts: dict[tuple, int] = {}
 
-  def _documents(self, split: str, files: Sequence[str]) -> Iterator[tuple[str, str]]:
+  def _expand(self, split: str, patterns: str | Sequence[str]) -> list[str]:
+    """The files of `patterns`, given for `split` (for "train" too when split by id)."""
+    del split
+    return corpus_files.expand_patterns(patterns)
+
+  def _read(self, path: str, split: str) -> Iterator[dict[str, str]]:
+    """Every record {field: text} of one file of `split`, with its "id"."""
+    del split
+    for doc_id, text in corpus_files.read_file(path, text_key=self._text_key,
+                                               encoding=self._encoding):
+      yield {"id": doc_id, "text": text}
+
+  def _empty_split_message(self, split: str, files: Sequence[str]) -> str:
+    return (f"The {split!r} split of {files} holds no document; add text or lower "
+            "validation_percent.")
+
+  def _records(self, split: str, files: Sequence[str]) -> Iterator[dict[str, str]]:
     for path in files:
-      for doc_id, text in corpus_files.read_file(path, text_key=self._text_key,
-                                                 encoding=self._encoding):
+      for record in self._read(path, split):
         if (self._validation_percent is None
-            or document_split.split_of(doc_id, self._validation_percent) == split):
-          yield doc_id, text
+            or document_split.split_of(record["id"], self._validation_percent) == split):
+          yield record
 
   def num_input_examples(self, split: str) -> int:
-    """Documents in `split`, counted by reading the files (cached while they are
+    """Records in `split`, counted by reading the files (cached while they are
     unchanged); the read also validates every line."""
     files = self._files[split]
     key = (split, tuple((f, os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in files))
     if key not in self._counts:
-      count = sum(1 for _ in self._documents(split, files))
+      count = sum(1 for _ in self._records(split, files))
       if not count:
-        raise CorpusError(f"The {split!r} split of {files} holds no document; add text or "
-                          "lower validation_percent.")
+        raise CorpusError(self._empty_split_message(split, files))
       self._counts[key] = count
     return self._counts[key]
 
@@ -147,16 +166,67 @@ class LocalFilesSource(seqio.DataSource):
     files = self._files[split]
     if shard_info:
       files = files[shard_info.index::shard_info.num_shards]
-    if shuffle:  # File order only; the Task's shuffle buffer mixes documents.
+    if shuffle:  # File order only; the Task's shuffle buffer mixes records.
       files = list(files)
       random.Random(seed).shuffle(files)
-    generator = lambda: ({"id": doc_id, "text": text}
-                         for doc_id, text in self._documents(split, files))
-    return tf.data.Dataset.from_generator(
-        generator, output_signature=_string_signature(("id", "text")))
+    fields = self.fields
+    generator = lambda: ({field: record[field] for field in fields}
+                         for record in self._records(split, files))
+    return tf.data.Dataset.from_generator(generator,
+                                          output_signature=_string_signature(fields))
 
   def __repr__(self) -> str:
-    return f"LocalFilesSource(files={self._files})"
+    return f"{type(self).__name__}(files={self._files})"
+
+
+class DownstreamFilesSource(LocalFilesSource):
+  """Text-to-text examples {"id", "inputs", "targets"} from local .jsonl/.json or .tsv
+  files (downstream_files.py); errors name the macros of downstream_files.gin.
+
+  Args:
+    train_files: glob pattern(s) of the training examples.
+    validation_files: glob pattern(s) of the validation examples; None: the train files
+      are split by example id, `validation_percent` of them validate.
+    input_key, target_key: the JSON fields or .tsv columns of the input and target texts.
+    encoding: the files' text encoding.
+    validation_percent: share of the train files' examples that validate, in [0, 100].
+  """
+
+  fields = downstream_files.FEATURES
+
+  def __init__(self, train_files: str | Sequence[str],
+               validation_files: str | Sequence[str] | None = None, *,
+               input_key: str = "input", target_key: str = "target",
+               encoding: str = "utf-8", validation_percent: float = 10.0):
+    if validation_files is None and not 0 <= validation_percent <= 100:
+      raise DataError(f"{downstream_files.VALIDATION_PERCENT_MACRO} must be in [0, 100], "
+                      f"got {validation_percent}.")
+    self._input_key, self._target_key = input_key, target_key
+    self._macros = {document_split.TRAIN: downstream_files.TRAIN_FILES_MACRO,
+                    document_split.VALIDATION: (downstream_files.TRAIN_FILES_MACRO
+                                                if validation_files is None else
+                                                downstream_files.VALIDATION_FILES_MACRO)}
+    files = train_files if validation_files is None else {
+        document_split.TRAIN: train_files, document_split.VALIDATION: validation_files}
+    super().__init__(files, encoding=encoding, validation_percent=validation_percent)
+
+  def _expand(self, split: str, patterns: str | Sequence[str]) -> list[str]:
+    return downstream_files.expand_files(patterns, macro=self._macros[split])
+
+  def _read(self, path: str, split: str) -> Iterator[dict[str, str]]:
+    return downstream_files.read_file(path, input_key=self._input_key,
+                                      target_key=self._target_key, encoding=self._encoding,
+                                      files_macro=self._macros[split])
+
+  def _empty_split_message(self, split: str, files: Sequence[str]) -> str:
+    if self._validation_percent is None:
+      return (f"The {split} files {files} hold no example; add examples to them or point "
+              f"{self._macros[split]} at other files.")
+    change = "lower" if split == document_split.TRAIN else "raise"
+    return (f"The {split!r} split of {files} holds no example "
+            f"({self._validation_percent}% of the examples validate); add examples, "
+            f"{change} {downstream_files.VALIDATION_PERCENT_MACRO} or give "
+            f"{downstream_files.VALIDATION_FILES_MACRO}.")
 
 
 class PreparedTfdsSource(seqio.TfdsDataSource):

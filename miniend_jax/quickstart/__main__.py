@@ -2,13 +2,15 @@ r"""Run the whole MiniEnD pipeline offline and write a report.
 
     python -m miniend_jax.quickstart --output_dir=/tmp/quickstart \
       [--size=small|miniature|medium] [--objectives=scratch,miniend_e|all] \
-      [--teacher_steps=N] [--student_steps=N] [--finetune_steps=N] [--seed=0]
+      [--teacher_steps=N] [--student_steps=N] [--finetune_steps=N] [--seed=0] \
+      [--seeds=N] [--finetune_learning_rates=3e-3,1e-2]
 
 Trains a SentencePiece vocabulary on the embedded corpus, pretrains a teacher, trains a
-student with each objective (scratch, the baseline, always), measures span-corruption
-validation loss, finetunes and evaluates every model on the embedded downstream tasks,
-exports the best student to Hugging Face format, and writes DIR/report.md with its
-figures. A rerun with the same DIR and settings reuses the finished stages.
+student with each objective (scratch, the baseline, always) under each seed, measures
+span-corruption validation loss and attention health, finetunes every model on the
+embedded downstream tasks at the rate chosen from a small grid and evaluates it, exports
+the best student to Hugging Face format, and writes DIR/report.md (means, 95% intervals,
+differences from scratch and a verdict computed from them) with its figures. A rerun with the same DIR and settings reuses the finished stages.
 """
 
 from __future__ import annotations
@@ -36,7 +38,19 @@ STUDENT_STEPS = flags.DEFINE_integer("student_steps", None, "Override the size's
                                      "every student.")
 FINETUNE_STEPS = flags.DEFINE_integer("finetune_steps", None, "Override the size's "
                                       "finetuning steps.")
-SEED = flags.DEFINE_integer("seed", 0, "Seed of every stage (data order, initialisation).")
+SEED = flags.DEFINE_integer("seed", 0, "First seed (data order, initialisation); the "
+                            "teacher is pretrained under it.")
+SEEDS = flags.DEFINE_integer("seeds", None, "Run every student and every finetuning under "
+                             "this many seeds (--seed, --seed + 1, ...); the report gives "
+                             "means and 95% intervals. Default: the size's (small: 2). A "
+                             "rerun with more seeds reuses the finished ones.")
+FINETUNE_LEARNING_RATES = flags.DEFINE_list(
+    "finetune_learning_rates", None, "Grid of finetuning rates each model's rate is chosen "
+    "from by downstream validation loss (default: the size's; small: 3e-3,1e-2).")
+CORPUS_DIR = flags.DEFINE_string(
+    "corpus_dir", "embedded", "'embedded' (Python's own documentation, the default) or a "
+    "directory holding pretraining/, classification/ and summarization/, each with "
+    "train.jsonl and validation.jsonl (tools/man_pages_corpus.py writes one).")
 FINETUNE_TEACHER = flags.DEFINE_bool("finetune_teacher", True, "Also finetune and evaluate "
                                      "the teacher (the table's reference row).")
 
@@ -56,17 +70,21 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   start = time.time()
   absl_logging.set_verbosity(absl_logging.WARNING)
-  from miniend_jax.quickstart import pipeline, report  # pylint: disable=g-import-not-at-top
+  from miniend_jax.quickstart import corpora, pipeline, report  # pylint: disable=g-import-not-at-top
   from miniend_jax.quickstart.workspace import Workspace  # pylint: disable=g-import-not-at-top
   try:
+    rates = FINETUNE_LEARNING_RATES.value
     size = sizes.size(SIZE.value, teacher_steps=TEACHER_STEPS.value,
-                      student_steps=STUDENT_STEPS.value, finetune_steps=FINETUNE_STEPS.value)
+                      student_steps=STUDENT_STEPS.value, finetune_steps=FINETUNE_STEPS.value,
+                      finetune_learning_rates=sizes.parse_rates(rates) if rates else None)
+    seeds = pipeline.seed_list(SEED.value, SEEDS.value or size.seeds)
+    corpus = corpora.corpus(CORPUS_DIR.value)
     objectives = pipeline.parse_objectives(OBJECTIVES.value)
     workspace = Workspace(OUTPUT_DIR.value, pipeline.run_settings(
-        size, seed=SEED.value, finetune_teacher=FINETUNE_TEACHER.value))
+        size, seed=SEED.value, finetune_teacher=FINETUNE_TEACHER.value, corpus=corpus))
     _enable_compilation_cache(workspace.root)
-    run = pipeline.Pipeline(workspace, size, objectives, seed=SEED.value,
-                            finetune_teacher=FINETUNE_TEACHER.value)
+    run = pipeline.Pipeline(workspace, size, objectives, seeds=seeds,
+                            finetune_teacher=FINETUNE_TEACHER.value, corpus=corpus)
     results = run.run()
     report.write(run, results, invocation_seconds=time.time() - start)
   except (ValueError, FileNotFoundError, FileExistsError, RuntimeError,

@@ -1,17 +1,23 @@
 """The whole MiniEnD pipeline, offline: vocabulary, teacher, students, finetuning, export.
 
-Stages, in order (each reused when a rerun finds it finished, see workspace.py):
+Stages, in order (each reused when a rerun finds it finished, see workspace.py); every
+student stage runs once per seed (--seeds), the teacher once:
 
-1. vocabulary          a SentencePiece model trained on the embedded corpus
-2. teacher             the teacher pretrained with span corruption (runs/distill.gin with
-                       objectives/scratch.gin: no teacher of its own)
-3. student_<objective> one student per objective, all with the same architecture, data
-                       and step budget (runs/distill.gin + objectives/<objective>.gin);
-                       "scratch" is the student trained without a teacher
-4. validation_<model>  span-corruption loss on held-out documents, every model
-5. finetune_<model>    every model finetuned on the embedded downstream tasks and
-                       evaluated with seqio (runs/finetune.gin)
-6. export_<objective>  the best student (by downstream score) as a Hugging Face model
+1. vocabulary            a SentencePiece model trained on the embedded corpus
+2. teacher               the teacher pretrained with span corruption, t5x's recipe
+                         (runs/pretrain.gin: Adafactor, constant 1e-2 while warming up)
+3. student_<objective>.seed<s>
+                         one student per objective and seed, all with the same
+                         architecture, data and step budget (runs/distill.gin +
+                         objectives/<objective>.gin); "scratch" has no teacher
+4. validation_<model>.seed<s>
+                         span-corruption loss on held-out documents and attention health
+5. finetune_<model>.seed<s>.lr<rate>
+                         every model finetuned on the embedded downstream tasks and
+                         evaluated with seqio (runs/finetune.gin): at the first seed once
+                         per rate of the size's grid, the rate with the lowest downstream
+                         validation loss then for the other seeds
+6. export_<objective>    the best student (by mean downstream score) as a Hugging Face model
 
 The training stages go through the same gin files and `trainer.train` as
 `python -m miniend_jax.train`; evaluation and export are the library's own.
@@ -20,6 +26,7 @@ The training stages go through the same gin files and `trainer.train` as
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -30,13 +37,13 @@ import numpy as np
 from miniend_jax import gin_cli
 from miniend_jax.convert.checkpoint_loading import load_model
 from miniend_jax.convert.hf_export import export
-from miniend_jax.data import embedded_corpus
-from miniend_jax.data.dataset import DatasetConfig
+from miniend_jax.data.dataset import BatchIterator, DatasetConfig
 from miniend_jax.data.sentencepiece_training import train_sentencepiece, write_atomically
-from miniend_jax.evaluation.metrics_files import latest_task_metrics, read_jsonl
+from miniend_jax.evaluation.attention_health import attention_health
+from miniend_jax.evaluation.metrics_files import example_scores, latest_task_metrics, read_jsonl
 from miniend_jax.evaluation.validation_loss import validation_loss
 from miniend_jax.model.config import T5Config
-from miniend_jax.quickstart import stage_gin
+from miniend_jax.quickstart import corpora, stage_gin
 from miniend_jax.quickstart.sizes import QuickstartError, QuickstartSize
 from miniend_jax.quickstart.workspace import Workspace
 from miniend_jax.train import trainer
@@ -45,13 +52,14 @@ from miniend_jax.train import trainer
 PAPER_OBJECTIVES = ("scratch", "mlmkd", "minilm", "implicit", "miniend_d",
                     "miniend_d_nologit", "miniend_e", "miniend_e_nologit")
 DEFAULT_OBJECTIVES = ("scratch", "miniend_e")
-PRETRAINING_TASK = "embedded_span_corruption"
-DOWNSTREAM_MIXTURE = "embedded_downstream"
-# The downstream tasks and the headline metric of each; their mean is the score.
-DOWNSTREAM_METRICS = {"embedded_topic_classification": "accuracy",
-                      "embedded_summarization": "rougeL"}
+# The embedded corpus's tasks (corpora.py has every corpus's).
+PRETRAINING_TASK = corpora.EMBEDDED.pretraining_task
+DOWNSTREAM_MIXTURE = corpora.EMBEDDED.downstream_mixture
 VOCABULARY_TASK_BINDING = "tasks.vocabulary.sentencepiece_model_path.path"
 CONSOLE_INTERVAL_SECONDS = 10.0
+# t5x's warm-up (runs/pretrain.gin): longer than any quickstart teacher run, so its rate is
+# constant at BASE_LEARNING_RATE / sqrt(TEACHER_WARMUP_STEPS).
+TEACHER_WARMUP_STEPS = 10_000
 
 
 def objective_gin_path(objective: str) -> str:
@@ -73,15 +81,34 @@ def parse_objectives(text: str) -> tuple[str, ...]:
   return tuple(ordered + [n for n in names if n not in PAPER_OBJECTIVES])
 
 
-def downstream_score(metrics: dict[str, dict[str, float]]) -> float:
-  """Mean of the downstream headline metrics (as the GLUE score is of GLUE's)."""
-  return float(np.mean([metrics[task][key] for task, key in DOWNSTREAM_METRICS.items()]))
+def downstream_score(metrics: dict[str, dict[str, float]],
+                     headline: dict[str, str]) -> float:
+  """Mean of the downstream headline metrics ({task: metric}), as the GLUE score is of
+  GLUE's."""
+  return float(np.mean([metrics[task][key] for task, key in headline.items()]))
 
 
-def run_settings(size: QuickstartSize, *, seed: int, finetune_teacher: bool
-                 ) -> dict[str, Any]:
-  """What a quickstart directory is tied to (objectives excluded: a rerun may add some)."""
-  return {**size.to_dict(), "seed": seed, "finetune_teacher": finetune_teacher}
+def run_settings(size: QuickstartSize, *, seed: int, finetune_teacher: bool,
+                 corpus: corpora.Corpus = corpora.EMBEDDED) -> dict[str, Any]:
+  """What a quickstart directory is tied to (objectives and the number of seeds
+  excluded: a rerun may add some)."""
+  settings = {**size.to_dict(), "seed": seed, "finetune_teacher": finetune_teacher}
+  if corpus.directory is not None:
+    settings["corpus_dir"] = corpus.directory
+  del settings["seeds"]
+  return settings
+
+
+def seed_list(first: int, count: int) -> tuple[int, ...]:
+  """--seed and --seeds as the seeds every student runs under."""
+  if count < 1:
+    raise QuickstartError(f"--seeds must be a positive integer, got {count}.")
+  return tuple(range(first, first + count))
+
+
+def rate_name(rate: float) -> str:
+  """A learning rate as stage and directory names write it (0.01 -> "1e-02")."""
+  return f"{rate:.0e}"
 
 
 @contextlib.contextmanager
@@ -100,11 +127,13 @@ class Pipeline:
   """The stages of one quickstart run over one Workspace."""
 
   def __init__(self, workspace: Workspace, size: QuickstartSize,
-               objectives: Sequence[str], *, seed: int = 0, finetune_teacher: bool = True):
+               objectives: Sequence[str], *, seeds: Sequence[int] = (0,),
+               finetune_teacher: bool = True, corpus: corpora.Corpus = corpora.EMBEDDED):
     self.workspace = workspace
+    self.corpus = corpus
     self.size = size
     self.objectives = tuple(objectives)
-    self.seed = seed
+    self.seeds = tuple(seeds)
     self.finetune_teacher = finetune_teacher
     self.teacher_config = size.teacher_config()
     self.student_config = size.student_config()
@@ -123,14 +152,31 @@ class Pipeline:
   def config_of(self, model: str) -> T5Config:
     return self.teacher_config if model == "teacher" else self.student_config
 
-  def run_dir(self, model: str) -> str:
-    return self.workspace.path(model)
+  def pretrained_seeds(self, model: str) -> tuple[int, ...]:
+    """The seeds a model was pretrained under: one teacher, every seed for a student."""
+    return self.seeds[:1] if model == "teacher" else self.seeds
+
+  def pretraining_stage(self, model: str, seed: int) -> str:
+    return "teacher" if model == "teacher" else f"{model}.seed{seed}"
+
+  def run_dir(self, stage: str) -> str:
+    return self.workspace.path(stage)
+
+  def pretrained_dir(self, model: str, seed: int) -> str:
+    """The pretrained model a seed's finetuning starts from (the one teacher for all)."""
+    return self.run_dir(self.pretraining_stage(model, seed))
+
+  def finetune_stage(self, model: str, seed: int, rate: float) -> str:
+    return f"finetune_{model}.seed{seed}.lr{rate_name(rate)}"
 
   def finetuned_models(self) -> list[str]:
     return [m for m in self.models() if m != "teacher" or self.finetune_teacher]
 
   def stage_count(self) -> int:
-    return 2 + len(self.objectives) + len(self.models()) + len(self.finetuned_models()) + 1
+    pretraining = 1 + len(self.objectives) * len(self.seeds)
+    finetuning = len(self.finetuned_models()) * (
+        len(self.size.finetune_learning_rates) + len(self.seeds) - 1)
+    return 1 + 2 * pretraining + finetuning + 1
 
   def _stage(self, name: str, description: str, work) -> dict[str, Any]:
     self._index += 1
@@ -140,50 +186,81 @@ class Pipeline:
   # ------------------------------------------------------------------ stages
 
   def run(self) -> dict[str, Any]:
-    """Every stage; -> {"validation": {model: ...}, "downstream": {model: ...}, "best",
-    "export"}."""
+    """Every stage; -> {"validation": {model: {seed: ...}}, "downstream": {model: {seed:
+    ...}}, "learning_rates": {model: {"chosen", "validation_loss": {rate: loss}}},
+    "best", "export"}."""
     self._index = 0
     self._stage("vocabulary", f"train a {self.size.vocab_pieces}-piece SentencePiece model "
-                "on the embedded corpus", self._train_vocabulary)
+                f"on the {self.corpus.name} corpus", self._train_vocabulary)
     self._stage("teacher", f"pretrain the teacher with span corruption for "
                 f"{self.size.teacher_steps} steps", self._pretrain_teacher)
     for objective in self.objectives:
       what = ("train the student from scratch (no teacher)" if objective == "scratch" else
               f"distil the teacher into the student with {objective}")
-      self._stage(f"student_{objective}", f"{what} for {self.size.student_steps} steps",
-                  lambda o=objective: self._train_student(o))
+      for seed in self.seeds:
+        self._stage(f"student_{objective}.seed{seed}",
+                    f"{what} for {self.size.student_steps} steps, seed {seed}",
+                    lambda o=objective, s=seed: self._train_student(o, s))
     validation = {}
     for model in self.models():
-      validation[model] = self._stage(
-          f"validation_{model}", "span-corruption loss on the validation documents",
-          lambda m=model: self._validation_loss(m))
-    downstream = {}
+      validation[model] = {
+          seed: self._stage(
+              f"validation_{self.pretraining_stage(model, seed)}",
+              "span-corruption loss and attention health on the validation documents",
+              lambda m=model, s=seed: self._validate(m, s))
+          for seed in self.pretrained_seeds(model)}
+    downstream, learning_rates = {}, {}
     for model in self.finetuned_models():
-      downstream[model] = self._stage(
-          f"finetune_{model}", f"finetune on {DOWNSTREAM_MIXTURE} for "
-          f"{self.size.finetune_steps} steps and evaluate", lambda m=model: self._finetune(m))
+      downstream[model], learning_rates[model] = self._finetune_every_seed(model)
     students = [m for m in self.models() if m != "teacher"]
-    best = max(students, key=lambda m: (downstream[m]["score"], -validation[m]["loss"]))
+    best = max(students, key=lambda m: (
+        np.mean([r["score"] for r in downstream[m].values()]),
+        -np.mean([r["loss"] for r in validation[m].values()])))
     objective = best.removeprefix("student_")
-    exported = self._stage(f"export_{objective}", f"export the best student ({objective}) "
-                           "to Hugging Face format", lambda: self._export(best))
-    return {"validation": validation, "downstream": downstream, "best": best,
-            "export": exported}
+    exported = self._stage(f"export_{objective}", f"export the best student ({objective}, "
+                           f"seed {self.seeds[0]}) to Hugging Face format",
+                           lambda: self._export(best))
+    return {"validation": validation, "downstream": downstream,
+            "learning_rates": learning_rates, "best": best, "export": exported}
+
+  def _finetune_every_seed(self, model: str) -> tuple[dict[int, Any], dict[str, Any]]:
+    """Finetune at every rate of the grid under the first seed, choose the rate with the
+    lowest downstream validation loss, finetune the other seeds at it."""
+    first = self.seeds[0]
+    grid = {}
+    for rate in self.size.finetune_learning_rates:
+      grid[rate] = self._stage(
+          self.finetune_stage(model, first, rate),
+          f"finetune on {self.corpus.downstream_mixture} for {self.size.finetune_steps} steps at "
+          f"learning rate {rate:g}, seed {first}, and evaluate",
+          lambda r=rate: self._finetune(model, first, r))
+    chosen = min(grid, key=lambda r: grid[r]["validation_loss"])
+    runs = {first: grid[chosen]}
+    for seed in self.seeds[1:]:
+      runs[seed] = self._stage(
+          self.finetune_stage(model, seed, chosen),
+          f"finetune on {self.corpus.downstream_mixture} for {self.size.finetune_steps} steps at the "
+          f"chosen learning rate {chosen:g}, seed {seed}, and evaluate",
+          lambda s=seed: self._finetune(model, s, chosen))
+    return runs, {"chosen": chosen,
+                  "validation_loss": {rate_name(r): grid[r]["validation_loss"] for r in grid}}
 
   def _train_vocabulary(self) -> dict[str, Any]:
-    model = train_sentencepiece(embedded_corpus.sentencepiece_lines(),
+    model = train_sentencepiece(self.corpus.sentencepiece_lines(),
                                 vocab_size=self.size.vocab_pieces)
     write_atomically(self.vocabulary_path, model)
     return {"path": self.vocabulary_path, "pieces": self.size.vocab_pieces,
             "model_vocab_size": self.size.vocab_size}
 
   def _train(self, stage: str, title: str, includes: Sequence[str], macros: dict[str, Any],
-             models: dict[str, T5Config]) -> dict[str, Any]:
-    """Write DIR/gin/<stage>.gin and train from it as the train CLI does."""
+             models: dict[str, T5Config], task_bindings: Sequence[str]) -> dict[str, Any]:
+    """Write DIR/gin/<stage>.gin and train from it as the train CLI does;
+    `task_bindings` register and name the stage's task (corpora.py)."""
     text = stage_gin.experiment_gin(
         title=title, includes=includes, macros={"MODEL_DIR": self.run_dir(stage), **macros},
         models=models, vocabulary=self.vocabulary_path,
-        bindings=[f"trainer.train.console_interval_seconds = {CONSOLE_INTERVAL_SECONDS}"])
+        bindings=[*task_bindings,
+                  f"trainer.train.console_interval_seconds = {CONSOLE_INTERVAL_SECONDS}"])
     gin_file = self.workspace.path("gin", f"{stage}.gin")
     write_atomically(gin_file, text.encode())
     gin_cli.call_configured(trainer.train, [gin_file],
@@ -191,32 +268,32 @@ class Pipeline:
     history = read_jsonl(os.path.join(self.run_dir(stage), "metrics.jsonl"))
     return {"run_dir": self.run_dir(stage), "gin_file": gin_file, "final": history[-1]}
 
-  def _common_macros(self, steps: int) -> dict[str, Any]:
+  def _common_macros(self, steps: int, seed: int) -> dict[str, Any]:
     # Four checkpoints per stage: an interrupted stage resumes from the last one.
-    return {"TRAIN_STEPS": steps, "BATCH_SIZE": self.size.batch_size, "SEED": self.seed,
+    return {"TRAIN_STEPS": steps, "BATCH_SIZE": self.size.batch_size, "SEED": seed,
             "CHECKPOINT_PERIOD": max(1, steps // 4), "KEEP_CHECKPOINTS": 1}
 
   def _pretrain_teacher(self) -> dict[str, Any]:
-    # The scratch student's recipe (AdamW, cosine decay), bigger and longer: t5x's
-    # pretraining schedule (runs/pretrain.gin, rsqrt decay after 10k warmup steps) is made
-    # for runs a hundred times longer than these.
+    # t5x's pretraining recipe, as real T5 teachers were trained: Adafactor scales every
+    # update by its parameter's RMS. AdamW at the students' 3e-3 collapsed the wider
+    # teacher's attention (docs/method.md, "Attention collapse"). Warm-up is longer than
+    # the run, so the rate stays at BASE_LEARNING_RATE / sqrt(WARMUP_STEPS).
+    warmup = TEACHER_WARMUP_STEPS
     return self._train(
-        "teacher", "Quickstart: pretrain the teacher with span corruption (the scratch "
-        "recipe, larger and longer).", ["runs/distill.gin", "objectives/scratch.gin"],
-        {"MIXTURE_OR_TASK_NAME": PRETRAINING_TASK,
-         "TASK_FEATURE_LENGTHS": self.size.pretrain_lengths,
-         **self._common_macros(self.size.teacher_steps),
-         "LEARNING_RATE": self.size.teacher_learning_rate,
-         "WARMUP_STEPS": self.size.warmup_steps,
+        "teacher", "Quickstart: pretrain the teacher with span corruption (t5x's recipe: "
+        "Adafactor, constant rate during warm-up).", ["runs/pretrain.gin"],
+        {"TASK_FEATURE_LENGTHS": self.size.pretrain_lengths,
+         **self._common_macros(self.size.teacher_steps, self.seeds[0]),
+         "WARMUP_STEPS": warmup,
+         "BASE_LEARNING_RATE": self.size.teacher_learning_rate * warmup ** 0.5,
          "LOG_PERIOD": max(1, self.size.teacher_steps // 200)},
-        {"STUDENT_CONFIG": self.teacher_config})
+        {"STUDENT_CONFIG": self.teacher_config}, self.corpus.pretraining_bindings())
 
-  def _train_student(self, objective: str) -> dict[str, Any]:
+  def _train_student(self, objective: str, seed: int) -> dict[str, Any]:
     with open(objective_gin_path(objective), encoding="utf-8") as f:
       objective_text = f.read()
-    macros = {"MIXTURE_OR_TASK_NAME": PRETRAINING_TASK,
-              "TASK_FEATURE_LENGTHS": self.size.pretrain_lengths,
-              **self._common_macros(self.size.student_steps),
+    macros = {"TASK_FEATURE_LENGTHS": self.size.pretrain_lengths,
+              **self._common_macros(self.size.student_steps, seed),
               "LEARNING_RATE": self.size.student_learning_rate,
               "WARMUP_STEPS": self.size.warmup_steps,
               "LOG_PERIOD": 1}  # every step: the gradient-norm (stability) figure
@@ -227,42 +304,67 @@ class Pipeline:
     if "BLEND_STEPS" in objective_text:
       macros["BLEND_STEPS"] = self.size.student_steps
     return self._train(
-        f"student_{objective}", f"Quickstart: the student, objective {objective} "
-        "(same architecture, data and steps for every objective).",
+        f"student_{objective}.seed{seed}", f"Quickstart: the student, objective "
+        f"{objective}, seed {seed} (same architecture, data and steps for every objective).",
         ["runs/distill.gin", f"objectives/{objective}.gin"], macros,
-        {"STUDENT_CONFIG": self.student_config})
+        {"STUDENT_CONFIG": self.student_config}, self.corpus.pretraining_bindings())
 
-  def _validation_loss(self, model: str) -> dict[str, Any]:
+  def _validate(self, model: str, seed: int) -> dict[str, Any]:
     # module="tasks" registers the tasks as the stages' gin files do (`import tasks`).
-    config = DatasetConfig(PRETRAINING_TASK, self.size.pretrain_lengths, "validation",
-                           batch_size=self.size.batch_size, shuffle=False, seed=self.seed,
-                           module="tasks")
+    config = DatasetConfig(self.corpus.pretraining_task, self.size.pretrain_lengths,
+                           "validation", batch_size=self.size.batch_size, shuffle=False,
+                           seed=self.seeds[0], module="tasks")
     with tasks_vocabulary(self.vocabulary_path):
-      model_config, params = load_model(self.run_dir(model))
-      return validation_loss(model_config, params, config,
-                             max_batches=self.size.validation_batches)
+      self.corpus.register()
+      model_config, params = load_model(self.pretrained_dir(model, seed))
+      result = validation_loss(model_config, params, config,
+                               max_batches=self.size.validation_batches, per_example=True)
+      first_batch = next(iter(BatchIterator(dataclasses.replace(config, num_epochs=1),
+                                            shard_id=0, num_shards=1)))
+      result["attention_health"] = attention_health(model_config, params, first_batch)
+    return result
 
-  def _finetune(self, model: str) -> dict[str, Any]:
-    stage = f"finetune_{model}"
+  def _finetune(self, model: str, seed: int, rate: float) -> dict[str, Any]:
+    stage = self.finetune_stage(model, seed, rate)
     trained = self._train(
-        stage, f"Quickstart: finetune {model} on the embedded downstream tasks, evaluated "
-        "with seqio at the end.", ["runs/finetune.gin"],
-        {"MIXTURE_OR_TASK_NAME": DOWNSTREAM_MIXTURE,
-         "TASK_FEATURE_LENGTHS": self.size.downstream_feature_lengths,
-         **self._common_macros(self.size.finetune_steps),
-         "LEARNING_RATE": self.size.finetune_learning_rate,
-         "INITIAL_CHECKPOINT_PATH": self.run_dir(model),
+        stage, f"Quickstart: finetune {model} (seed {seed}) on the {self.corpus.name} "
+        f"corpus's downstream tasks at learning rate {rate:g}, evaluated with seqio at the "
+        "end.", ["runs/finetune.gin"],
+        {"TASK_FEATURE_LENGTHS": self.size.downstream_feature_lengths,
+         **self._common_macros(self.size.finetune_steps, seed),
+         "LEARNING_RATE": rate,
+         "INITIAL_CHECKPOINT_PATH": self.pretrained_dir(model, seed),
          "LOG_PERIOD": max(1, self.size.finetune_steps // 100),
          "EVAL_BATCH_SIZE": 32, "EVAL_NUM_EXAMPLES": self.size.eval_examples},
-        {"STUDENT_CONFIG": self.config_of(model)})
+        {"STUDENT_CONFIG": self.config_of(model)}, self.corpus.downstream_bindings())
     eval_dir = os.path.join(trained["run_dir"], "eval")
-    metrics = {task: {k: v for k, v in latest_task_metrics(eval_dir, task).items()
-                      if k != "step"} for task in DOWNSTREAM_METRICS}
-    return {**trained, "eval_dir": eval_dir, "metrics": metrics,
-            "score": downstream_score(metrics)}
+    metrics, examples = {}, {}
+    for task, metric in self.corpus.downstream_metrics.items():
+      latest = latest_task_metrics(eval_dir, task)
+      metrics[task] = {k: v for k, v in latest.items() if k != "step"}
+      examples[task] = example_scores(eval_dir, task, latest["step"], metric)
+    return {**trained, "eval_dir": eval_dir, "learning_rate": rate, "metrics": metrics,
+            "example_scores": examples,
+            "score": downstream_score(metrics, self.corpus.downstream_metrics),
+            "validation_loss": self._downstream_validation_loss(model, trained["run_dir"])}
+
+  def _downstream_validation_loss(self, model: str, run_dir: str) -> float:
+    """Teacher-forced loss on each downstream task's validation split, averaged over the
+    tasks: what the finetuning rate is chosen by."""
+    losses = []
+    with tasks_vocabulary(self.vocabulary_path):
+      self.corpus.register()
+      model_config, params = load_model(run_dir, self.config_of(model))
+      for task in self.corpus.downstream_metrics:
+        config = DatasetConfig(task, self.size.downstream_feature_lengths, "validation",
+                               batch_size=min(32, self.size.batch_size), shuffle=False,
+                               seed=self.seeds[0], module="tasks")
+        losses.append(validation_loss(model_config, params, config)["loss"])
+    return float(np.mean(losses))
 
   def _export(self, model: str) -> dict[str, Any]:
     output_dir = self.workspace.path("export", model.removeprefix("student_"))
-    result = export(self.run_dir(model), output_dir, vocabulary=self.vocabulary_path)
-    return {"model": model, "output_dir": result["output_dir"],
+    result = export(self.pretrained_dir(model, self.seeds[0]), output_dir,
+                    vocabulary=self.vocabulary_path)
+    return {"model": model, "seed": self.seeds[0], "output_dir": result["output_dir"],
             "max_logit_difference": result["max_logit_difference"]}

@@ -53,10 +53,14 @@ class QuickstartSize:
     teacher_steps: pretraining steps of the teacher.
     student_steps: distillation (and scratch) steps of every student.
     finetune_steps: finetuning steps of every model.
-    teacher_learning_rate, student_learning_rate: peak LEARNING_RATE of runs/distill.gin
-      (AdamW, cosine decay) for the teacher's and the students' pretraining.
-    finetune_learning_rate: LEARNING_RATE of runs/finetune.gin (Adafactor, constant).
-    warmup_steps: warmup of the teacher's and the students' schedules.
+    teacher_learning_rate: the teacher's Adafactor rate (runs/pretrain.gin, t5x's recipe,
+      constant during its 10k-step warm-up).
+    student_learning_rate: peak LEARNING_RATE of runs/distill.gin (AdamW, cosine decay)
+      for every student.
+    finetune_learning_rates: the grid of runs/finetune.gin's LEARNING_RATE (Adafactor,
+      constant) that each model's rate is chosen from, by downstream validation loss.
+    warmup_steps: warmup of the students' schedules.
+    seeds: how many seeds every student (and every finetuning) runs under by default.
     relation_heads: RELATION_HEADS of the relation terms (divides both models' widths).
     eval_examples: downstream validation examples per task (None: all of them).
     validation_batches: span-corruption validation batches per model (None: all).
@@ -74,18 +78,23 @@ class QuickstartSize:
   finetune_steps: int
   teacher_learning_rate: float
   student_learning_rate: float
-  finetune_learning_rate: float
+  finetune_learning_rates: tuple[float, ...]
   warmup_steps: int
+  seeds: int
   relation_heads: int
   eval_examples: int | None
   validation_batches: int | None
 
   def __post_init__(self):
     for name in ("vocab_pieces", "pretrain_inputs_length", "batch_size", "teacher_steps",
-                 "student_steps", "finetune_steps", "relation_heads"):
+                 "student_steps", "finetune_steps", "relation_heads", "seeds"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise QuickstartError(f"--{name} must be a positive integer, got {value!r}.")
+    rates = self.finetune_learning_rates
+    if not rates or any(not isinstance(r, (int, float)) or r <= 0 for r in rates):
+      raise QuickstartError(f"--finetune_learning_rates must be positive numbers, got "
+                            f"{rates!r}.")
     for model in ("teacher", "student"):
       width = getattr(self, model).num_heads * getattr(self, model).head_dim
       if width % self.relation_heads:
@@ -117,6 +126,7 @@ class QuickstartSize:
   def to_dict(self) -> dict[str, Any]:
     values = dataclasses.asdict(self)
     values["downstream_lengths"] = list(self.downstream_lengths)
+    values["finetune_learning_rates"] = list(self.finetune_learning_rates)
     return values
 
 
@@ -129,8 +139,8 @@ SIZES: dict[str, QuickstartSize] = {
                            num_encoder_layers=1, num_decoder_layers=1),
         pretrain_inputs_length=32, downstream_lengths=(48, 12), batch_size=8,
         teacher_steps=30, student_steps=20, finetune_steps=20,
-        teacher_learning_rate=3e-3, student_learning_rate=3e-3,
-        finetune_learning_rate=1e-2, warmup_steps=5, relation_heads=4,
+        teacher_learning_rate=1e-2, student_learning_rate=3e-3,
+        finetune_learning_rates=(3e-3, 1e-2), warmup_steps=5, seeds=1, relation_heads=4,
         eval_examples=16, validation_batches=4),
     "small": QuickstartSize(
         name="small", vocab_pieces=2000,
@@ -139,9 +149,9 @@ SIZES: dict[str, QuickstartSize] = {
         student=ModelShape(emb_dim=64, num_heads=4, head_dim=16, mlp_dim=256,
                            num_encoder_layers=2, num_decoder_layers=2),
         pretrain_inputs_length=64, downstream_lengths=(96, 24), batch_size=32,
-        teacher_steps=1000, student_steps=500, finetune_steps=250,
-        teacher_learning_rate=3e-3, student_learning_rate=3e-3,
-        finetune_learning_rate=1e-2, warmup_steps=100, relation_heads=8,
+        teacher_steps=800, student_steps=400, finetune_steps=200,
+        teacher_learning_rate=1e-2, student_learning_rate=3e-3,
+        finetune_learning_rates=(3e-3, 1e-2), warmup_steps=100, seeds=2, relation_heads=8,
         eval_examples=None, validation_batches=None),
     "medium": QuickstartSize(
         name="medium", vocab_pieces=4000,
@@ -151,11 +161,20 @@ SIZES: dict[str, QuickstartSize] = {
                            num_encoder_layers=3, num_decoder_layers=3),
         pretrain_inputs_length=128, downstream_lengths=(256, 32), batch_size=64,
         teacher_steps=3000, student_steps=1500, finetune_steps=1000,
-        teacher_learning_rate=2e-3, student_learning_rate=2e-3,
-        finetune_learning_rate=1e-2, warmup_steps=300, relation_heads=16,
-        eval_examples=None, validation_batches=None),
+        teacher_learning_rate=1e-2, student_learning_rate=2e-3,
+        finetune_learning_rates=(1e-3, 3e-3, 1e-2), warmup_steps=300, seeds=3,
+        relation_heads=16, eval_examples=None, validation_batches=None),
 }
 DEFAULT_SIZE = "small"
+
+
+def parse_rates(texts: list[str]) -> tuple[float, ...]:
+  """--finetune_learning_rates=3e-3,1e-2 as numbers."""
+  try:
+    return tuple(float(text) for text in texts)
+  except ValueError:
+    raise QuickstartError(f"--finetune_learning_rates must be numbers, got "
+                          f"{','.join(texts)!r}.") from None
 
 
 def size(name: str, **overrides) -> QuickstartSize:
@@ -165,4 +184,6 @@ def size(name: str, **overrides) -> QuickstartSize:
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise QuickstartError(f"Unknown --size={name!r}.{hint} Choose from {', '.join(SIZES)}.")
   changes = {key: value for key, value in overrides.items() if value is not None}
+  if isinstance(changes.get("finetune_learning_rates"), list):
+    changes["finetune_learning_rates"] = tuple(changes["finetune_learning_rates"])
   return dataclasses.replace(SIZES[name], **changes) if changes else SIZES[name]

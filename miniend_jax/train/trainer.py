@@ -29,6 +29,8 @@ from miniend_jax.convert.checkpoint_loading import load_model
 from miniend_jax.data.dataset import BatchIterator, DatasetConfig, vocabulary_size
 from miniend_jax.distill.objectives import Objective
 from miniend_jax.distill.student_init import init_student
+from miniend_jax.evaluation.attention_health import (COLLAPSE_THRESHOLD, attention_health,
+                                                     collapsed_layers)
 from miniend_jax.model.config import T5Config
 from miniend_jax.model.network import logical_axes
 from miniend_jax.train import partitioning
@@ -119,6 +121,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           inference_evaluator: Callable[..., Any] | None = None,
           eval_period: int | None = None,
           console_interval_seconds: float = 0.0, on_nonfinite: str = "stop",
+          health_examples: int = 8,
           operative_config: Callable[[], str] | None = None) -> dict[str, float]:
   """Train until `total_steps` (resuming from MODEL_DIR's latest checkpoint).
 
@@ -154,6 +157,11 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     on_nonfinite: ON_NONFINITE: "stop" raises FloatingPointError at the first step whose
       loss or gradient is NaN/inf, naming it and the non-finite terms, before any
       checkpoint holds that step; "skip" drops such steps' updates (metric "nonfinite").
+    health_examples: at every checkpoint, the student's attention health (per-layer
+      normalized attention entropy, encoder-output cosine between examples;
+      evaluation/attention_health.py) on the first this-many examples of the step's
+      batch goes into that step's metrics, with a warning when a layer has collapsed
+      (0: never).
     operative_config: returns the gin operative config text, written to config.gin.
 
   Returns:
@@ -286,8 +294,10 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
       step = start_step
       pending, period_start, seqs, target_tokens = [], time.time(), 0, 0
       fetched = []   # host copies of the first len(fetched) entries of `pending`
+      health: dict[str, float] = {}
       while step < total_steps:
-        host_batch = {k: v[first_row:first_row + rows] for k, v in next(data).items()}
+        global_batch = next(data)
+        host_batch = {k: v[first_row:first_row + rows] for k, v in global_batch.items()}
         batch = partitioning.host_batch_to_global(host_batch, mesh)
         state, metrics = step_fn(state, teacher_params, batch, dropout_rng)
         step += 1
@@ -301,6 +311,9 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           fetched += jax.device_get(pending[len(fetched):])
           if on_nonfinite == "stop":
             _stop_on_nonfinite(step - len(fetched) + 1, fetched, checkpointer.latest_step())
+        if save_now and health_examples:
+          health = _attention_health(student_config, state.params["student"],
+                                     global_batch, health_examples, step)
         seqs += train_dataset_cfg.batch_size
         target_tokens += int(np.sum(host_batch["decoder_target_tokens"] != 0)) * \
             jax.process_count()
@@ -311,6 +324,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           means["timing/steps_per_second"] = len(pending) / elapsed
           means["timing/seqs_per_second"] = seqs / elapsed
           means["timing/target_tokens_per_second"] = target_tokens / elapsed
+          means.update(health)
+          health = {}
           writer.write(step, means)
           last_logged = means
           pending, fetched, period_start, seqs, target_tokens = [], [], time.time(), 0, 0
@@ -330,6 +345,26 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
       writer.close()
       checkpointer.close()
   return last_logged
+
+
+def _attention_health(config: T5Config, params, global_batch, examples: int, step: int
+                      ) -> dict[str, float]:
+  """Normalized attention entropies and the encoder-output cosine of the first `examples`
+  rows (the same on every host); warns when a layer's attention has collapsed."""
+  rows = {k: v[:examples] for k, v in global_batch.items()
+          if k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}
+  health = {k: v for k, v in attention_health(config, params, rows).items()
+            if not k.startswith("attention_entropy/")}
+  collapsed = collapsed_layers(health)
+  if collapsed:
+    logging.warning(
+        "Step %d: attention has collapsed in %s (normalized entropy below %.2f: each query "
+        "attends to about one position; encoder-output cosine between examples %.3f). A "
+        "model in this state finetunes poorly and passes the collapse on to students: "
+        "lower the learning rate or train with Adafactor (runs/pretrain.gin); see "
+        "docs/method.md, 'Attention collapse'.", step, ", ".join(collapsed),
+        COLLAPSE_THRESHOLD, health["encoder_output_cosine"])
+  return health
 
 
 def _check_vocabulary(needed: int, student_config: T5Config,
