@@ -125,6 +125,13 @@ def test_the_verdict_follows_from_the_intervals(report):
     assert expected in sentence.split(label)[1].split(";")[0], sentence
     low, high = difference["interval"]
     assert difference["significant"] == (low > 0 or high < 0)
+  versus = report["teacher_vs_best_student"]
+  sentence = next(s for s in report["verdict"] if s.startswith("The teacher's score"))
+  expected = ("not significantly different" if not versus["significant"] else
+              "significantly above" if versus["mean"] > 0 else "significantly below")
+  assert expected in sentence, sentence
+  assert versus["mean"] == pytest.approx(report["models"]["teacher"]["score"]
+                                         - report["models"][versus["student"]]["score"])
 
 
 def test_the_learning_rate_is_the_grid_point_with_the_lowest_validation_loss(report):

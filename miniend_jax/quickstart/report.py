@@ -199,6 +199,12 @@ def collect(pipeline: Pipeline, results: dict[str, Any],
   if "classification" in eval_examples:
     report["accuracy_half_width"] = confidence.half_width_for_accuracy(
         eval_examples["classification"])
+  finetuned_students = [m for m in models if m != "teacher" and "score" in models[m]]
+  if "score" in models.get("teacher", {}) and finetuned_students:
+    best = max(finetuned_students, key=lambda m: models[m]["score"])
+    report["teacher_vs_best_student"] = {"student": best, **confidence.difference(
+        _example_parts(pipeline, results, "teacher", "score"),
+        _example_parts(pipeline, results, best, "score")).to_dict()}
   report["verdict"] = verdict(report)
   return report
 
@@ -259,21 +265,24 @@ def verdict(report: dict[str, Any]) -> list[str]:
         parts.append(f"{labels[key]} {d['mean']:+.3g} [{d['interval'][0]:+.3g}, "
                      f"{d['interval'][1]:+.3g}]: {_judge(d, better[key])}")
     sentences.append(f"{entry['objective']} vs scratch: " + "; ".join(parts) + ".")
-  teacher = models.get("teacher")
-  if teacher is not None and "score" in teacher["metrics"]:
-    students = [m for m in models if m != "teacher" and "score" in models[m]["metrics"]]
-    best = max(students, key=lambda m: models[m]["score"])
-    ceiling = teacher["score"] >= models[best]["score"]
+  versus = report.get("teacher_vs_best_student")
+  if versus is not None:
+    teacher, best = models["teacher"], models[versus["student"]]
+    low, high = versus["interval"]
+    if not versus["significant"]:
+      standing = "not significantly different from it"
+    elif versus["mean"] > 0:
+      standing = "significantly above it: the ceiling it should be"
+    else:
+      standing = "significantly below it: no ceiling at this budget"
+    sentence = (f"The teacher's score, {teacher['score']:.1f}, is {versus['mean']:+.1f} "
+                f"[{low:+.1f}, {high:+.1f}] from the best student's ({best['objective']}, "
+                f"{best['score']:.1f}): {standing}.")
     collapsed = teacher["attention"]["collapsed_layers"]
-    sentence = (f"The teacher scores {teacher['score']:.1f} after finetuning against "
-                f"{models[best]['score']:.1f} for the best student "
-                f"({models[best]['objective']}): "
-                + ("it is the ceiling it should be." if ceiling else
-                   "below the best student, so it is no ceiling at this budget."))
     if collapsed:
       sentence += (f" Its attention has collapsed in {', '.join(collapsed)} "
-                   "(normalized entropy below "
-                   f"{COLLAPSE_THRESHOLD}): see docs/method.md, 'Attention collapse'.")
+                   f"(normalized entropy below {COLLAPSE_THRESHOLD}): see docs/method.md, "
+                   "'Attention collapse'.")
     sentences.append(sentence)
   if "accuracy_half_width" in report:
     examples = report["eval_examples"]["classification"]

@@ -149,7 +149,7 @@ SIZES: dict[str, QuickstartSize] = {
         student=ModelShape(emb_dim=64, num_heads=4, head_dim=16, mlp_dim=256,
                            num_encoder_layers=2, num_decoder_layers=2),
         pretrain_inputs_length=64, downstream_lengths=(96, 24), batch_size=32,
-        teacher_steps=800, student_steps=400, finetune_steps=200,
+        teacher_steps=600, student_steps=300, finetune_steps=150,
         teacher_learning_rate=1e-2, student_learning_rate=3e-3,
         finetune_learning_rates=(3e-3, 1e-2), warmup_steps=100, seeds=2, relation_heads=8,
         eval_examples=None, validation_batches=None),
