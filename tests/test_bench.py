@@ -3,10 +3,7 @@
 Only that: performance targets are the tool's output, never a unit test's threshold.
 """
 
-import importlib.util
 import json
-import os
-import sys
 
 import pytest
 
@@ -14,20 +11,12 @@ from miniend_jax.distill import objectives
 from miniend_jax.distill.flops import step_flops
 from miniend_jax.model import preset
 from miniend_jax.model.flops import forward_flops
-
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-
+from tests.tool_modules import tool_module
 
 @pytest.fixture(scope="module")
 def bench():
-  spec = importlib.util.spec_from_file_location("bench", os.path.join(TOOLS, "bench.py"))
-  module = importlib.util.module_from_spec(spec)
-  sys.modules["bench"] = module   # its dataclasses look their module up by name
-  try:
-    spec.loader.exec_module(module)
+  with tool_module("bench") as module:
     yield module
-  finally:
-    sys.modules.pop("bench", None)
 
 
 def test_step_flops_match_a_hand_count():

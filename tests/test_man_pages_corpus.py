@@ -2,14 +2,12 @@
 line summary, one deterministic split for every task, the refused non-empty output."""
 
 import gzip
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+from tests.tool_modules import tool_module
 
 ESCAPES_PAGE = r""".\" A comment line that must vanish.
 '\" t
@@ -74,15 +72,8 @@ PAGES = {
 
 @pytest.fixture(scope="module")
 def corpus_tool():
-  spec = importlib.util.spec_from_file_location("man_pages_corpus",
-                                                os.path.join(TOOLS, "man_pages_corpus.py"))
-  module = importlib.util.module_from_spec(spec)
-  sys.modules["man_pages_corpus"] = module   # its dataclasses look their module up by name
-  try:
-    spec.loader.exec_module(module)
+  with tool_module("man_pages_corpus") as module:
     yield module
-  finally:
-    sys.modules.pop("man_pages_corpus", None)
 
 
 @pytest.fixture

@@ -39,25 +39,37 @@ def test_embedded_is_the_default():
       "embedded_topic_classification": "accuracy", "embedded_summarization": "rougeL"}
 
 
+def _forget_files_tasks():
+  for name in ("files_span_corruption", "files_classification", "files_summarization"):
+    seqio.TaskRegistry.remove(name)
+  seqio.MixtureRegistry.remove("files_downstream")
+
+
 def test_a_files_corpus_registers_through_its_gin_lines(corpus_dir, sentencepiece_model):
+  """The stages' gin lines register the tasks; `register` parses the same lines."""
   corpus = corpora.corpus(corpus_dir)
   header = ["from __gin__ import dynamic_registration", "import tasks",
             f"tasks.vocabulary.sentencepiece_model_path.path = {sentencepiece_model!r}"]
   for lines, expected in ((corpus.pretraining_bindings(), "files_span_corruption"),
                           (corpus.downstream_bindings(), "files_downstream")):
     gin.clear_config()
-    for name in ("files_span_corruption", "files_classification", "files_summarization"):
-      seqio.TaskRegistry.remove(name)
-    seqio.MixtureRegistry.remove("files_downstream")
+    _forget_files_tasks()
     gin.parse_config("\n".join(header + lines))
     assert gin.query_parameter("%MIXTURE_OR_TASK_NAME").scoped_configurable_fn() == expected
+  gin.clear_config()
+  _forget_files_tasks()
+  with gin.unlock_config():
+    gin.parse_config("\n".join(header))
+  corpus.register()
+  gin.clear_config()
+  assert {"files_span_corruption", "files_classification",
+          "files_summarization"} <= set(seqio.TaskRegistry.names())
   mixture = seqio.get_mixture_or_task("files_downstream")
   assert sorted(t.name for t in mixture.tasks) == ["files_classification",
                                                   "files_summarization"]
   classification = seqio.get_mixture_or_task("files_classification")
   assert classification.source.num_input_examples("validation") == 4
   assert [m.__name__ for m in classification.metric_fns] == ["accuracy", "example_count"]
-  gin.clear_config()
   lines = list(corpus.sentencepiece_lines())
   assert len(lines) == 12  # the pretraining train split only
 

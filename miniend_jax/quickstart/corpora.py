@@ -5,7 +5,7 @@ on, a span-corruption task for pretraining, and two downstream tasks (a classifi
 task scored by accuracy, a summarization task scored by ROUGE-L) mixed into one finetuning
 mixture. Each training stage's experiment file registers what it reads (so that
 `python -m miniend_jax.train --gin_file=DIR/gin/<stage>.gin` reruns it in a new process);
-`register` does the same in this process for the validation and evaluation stages.
+`register` parses the same lines in this process for the validation and evaluation stages.
 
 A files corpus is a directory laid out as
 
@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
+
+import gin
 
 from miniend_jax.data import corpus_files, embedded_corpus
 from miniend_jax.quickstart.sizes import QuickstartError
@@ -86,20 +88,15 @@ class Corpus:
     return lines
 
   def register(self) -> None:
-    """Registers this corpus's tasks in this process (the stages' gin files do the same)."""
-    import tasks  # pylint: disable=g-import-not-at-top  (TensorFlow-heavy)
-    if self.directory is None:
-      tasks.embedded.register()
-      return
-    tasks.pretraining.corpus_span_corruption(self._files("pretraining"),
-                                             name=self.pretraining_task)
-    names = []
-    for kind, task, metric in (("classification", self.classification_task, "accuracy"),
-                               ("summarization", self.summarization_task, "rouge")):
-      files = self._files(kind)
-      names.append(tasks.downstream_files.downstream_files_task(
-          files["train"], files["validation"], metrics=metric, name=task))
-    tasks.downstream_files.downstream_files_mixture(names, name=self.downstream_mixture)
+    """Registers this corpus's tasks in this process by parsing the same gin lines as the
+    stages' experiment files (the library itself never imports `tasks`). Call it where
+    gin's configuration may be added to (the pipeline's `tasks_vocabulary`)."""
+    for lines in (self.pretraining_bindings(), self.downstream_bindings()):
+      with gin.unlock_config():
+        gin.parse_config(["from __gin__ import dynamic_registration", "import tasks", *lines])
+      name = gin.query_parameter("%MIXTURE_OR_TASK_NAME")
+      if isinstance(name, gin.config.ConfigurableReference):  # @register_fn(): call it
+        name.scoped_configurable_fn()
 
 
 EMBEDDED = Corpus(name="embedded", directory=None,

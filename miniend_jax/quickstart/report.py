@@ -425,8 +425,9 @@ def markdown(report: dict[str, Any]) -> str:
       *_learning_rate_table(report), "",
       "### Attention health before finetuning", "",
       "Lowest normalized attention entropy over each model's layers (1: uniform over the "
-      "keys a query may see; 0: one key; below "
-      f"{COLLAPSE_THRESHOLD} counts as collapsed) and the mean cosine between different "
+      "keys a query may see; 0: one key; an encoder self-attention or cross-attention "
+      f"layer below {COLLAPSE_THRESHOLD} counts as collapsed) and the mean cosine between "
+      "different "
       "inputs' mean-pooled encoder outputs, on the first validation batch "
       "(evaluation/attention_health.py).", "",
       *_attention_table(report), "",
