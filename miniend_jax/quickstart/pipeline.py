@@ -233,7 +233,7 @@ class Pipeline:
           self.finetune_stage(model, first, rate),
           f"finetune on {self.corpus.downstream_mixture} for {self.size.finetune_steps} steps at "
           f"learning rate {rate:g}, seed {first}, and evaluate",
-          lambda r=rate: self._finetune(model, first, r))
+          lambda r=rate: self._finetune(model, first, r, choosing_rate=True))
     chosen = min(grid, key=lambda r: grid[r]["validation_loss"])
     runs = {first: grid[chosen]}
     for seed in self.seeds[1:]:
@@ -324,7 +324,10 @@ class Pipeline:
       result["attention_health"] = attention_health(model_config, params, first_batch)
     return result
 
-  def _finetune(self, model: str, seed: int, rate: float) -> dict[str, Any]:
+  def _finetune(self, model: str, seed: int, rate: float, *, choosing_rate: bool = False
+                ) -> dict[str, Any]:
+    """Finetune and evaluate; a grid run (`choosing_rate`) also measures the downstream
+    validation loss the rate is chosen by."""
     stage = self.finetune_stage(model, seed, rate)
     trained = self._train(
         stage, f"Quickstart: finetune {model} (seed {seed}) on the {self.corpus.name} "
@@ -343,10 +346,12 @@ class Pipeline:
       latest = latest_task_metrics(eval_dir, task)
       metrics[task] = {k: v for k, v in latest.items() if k != "step"}
       examples[task] = example_scores(eval_dir, task, latest["step"], metric)
-    return {**trained, "eval_dir": eval_dir, "learning_rate": rate, "metrics": metrics,
-            "example_scores": examples,
-            "score": downstream_score(metrics, self.corpus.downstream_metrics),
-            "validation_loss": self._downstream_validation_loss(model, trained["run_dir"])}
+    result = {**trained, "eval_dir": eval_dir, "learning_rate": rate, "metrics": metrics,
+              "example_scores": examples,
+              "score": downstream_score(metrics, self.corpus.downstream_metrics)}
+    if choosing_rate:
+      result["validation_loss"] = self._downstream_validation_loss(model, trained["run_dir"])
+    return result
 
   def _downstream_validation_loss(self, model: str, run_dir: str) -> float:
     """Teacher-forced loss on each downstream task's validation split, averaged over the
