@@ -62,8 +62,8 @@ def test_every_stage_runs_and_writes_its_outputs(miniature, report):
   stages = ["vocabulary", *pretraining, *(f"validation_{p}" for p in pretraining)]
   for model in MODELS:
     chosen = report["models"][model]["finetune_learning_rate"]
-    stages += [f"finetune_{model}.seed0.lr{r:.0e}" for r in RATES]
-    stages.append(f"finetune_{model}.seed1.lr{chosen:.0e}")
+    stages += [f"finetune_{model}.seed0.lr{pipeline.rate_name(r)}" for r in RATES]
+    stages.append(f"finetune_{model}.seed1.lr{pipeline.rate_name(chosen)}")
   for index, stage in enumerate(stages, start=1):
     assert f"stage {index}/{STAGE_COUNT} {stage}: done in" in console, stage
     assert os.path.exists(os.path.join(output_dir, "stages", f"{stage}.json"))
@@ -138,8 +138,8 @@ def test_the_learning_rate_is_the_grid_point_with_the_lowest_validation_loss(rep
   for model in MODELS:
     entry = report["models"][model]
     losses = entry["learning_rate_validation_loss"]
-    assert set(losses) == {f"{r:.0e}" for r in RATES}
-    assert f"{entry['finetune_learning_rate']:.0e}" == min(losses, key=losses.get)
+    assert set(losses) == {pipeline.rate_name(r) for r in RATES}
+    assert pipeline.rate_name(entry["finetune_learning_rate"]) == min(losses, key=losses.get)
     for seed in SEEDS:
       assert entry["per_seed"][str(seed)]["finetune_learning_rate"] == entry[
           "finetune_learning_rate"]
@@ -149,7 +149,7 @@ def test_report_numbers_are_the_metrics_files_numbers(miniature, report):
   output_dir, _ = miniature
   assert set(report["models"]) == set(MODELS)
   for model, entry in report["models"].items():
-    rate = f"{entry['finetune_learning_rate']:.0e}"
+    rate = pipeline.rate_name(entry["finetune_learning_rate"])
     for seed in SEEDS:
       values = entry["per_seed"][str(seed)]
       eval_dir = os.path.join(output_dir, f"finetune_{model}.seed{seed}.lr{rate}", "eval")
@@ -339,3 +339,9 @@ def test_every_size_builds_valid_models_and_lengths():
     assert size.teacher_config().emb_dim > size.student_config().emb_dim
     assert size.pretrain_lengths["targets"] < size.pretrain_inputs_length
   assert sizes.SIZES["small"].pretrain_lengths == {"inputs": 64, "targets": 14}
+
+
+def test_distinct_rates_get_distinct_stage_names():
+  names = [pipeline.rate_name(r) for r in (1e-3, 1.5e-3, 2e-3, 2.5e-3, 3e-3, 1e-2)]
+  assert len(set(names)) == len(names)
+  assert pipeline.rate_name(0.01) == "0.01"

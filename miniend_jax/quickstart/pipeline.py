@@ -107,8 +107,9 @@ def seed_list(first: int, count: int) -> tuple[int, ...]:
 
 
 def rate_name(rate: float) -> str:
-  """A learning rate as stage and directory names write it (0.01 -> "1e-02")."""
-  return f"{rate:.0e}"
+  """A learning rate as stage and directory names write it (0.003 -> "0.003"): distinct
+  rates get distinct names."""
+  return f"{rate:g}"
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from miniend_jax.evaluation.metrics_files import read_jsonl
 from miniend_jax.model.flops import forward_flops, training_flops
 from miniend_jax.model.network import parameter_count
 from miniend_jax.quickstart import plots
-from miniend_jax.quickstart.pipeline import Pipeline
+from miniend_jax.quickstart.pipeline import Pipeline, rate_name
 from miniend_jax.quickstart.workspace import format_duration
 
 OBJECTIVE_NAMES = {"scratch": "scratch (no teacher)", "mlmkd": "MlmKD", "minilm": "MiniLM",
@@ -370,7 +370,7 @@ def _learning_rate_table(report: dict[str, Any]) -> list[str]:
     if "learning_rate_validation_loss" not in entry:
       continue
     losses = entry["learning_rate_validation_loss"]
-    lines.append(f"| {model} | " + " | ".join(f"{losses[f'{r:.0e}']:.4f}" for r in rates)
+    lines.append(f"| {model} | " + " | ".join(f"{losses[rate_name(r)]:.4f}" for r in rates)
                  + f" | {entry['finetune_learning_rate']:g} |")
   return lines
 
