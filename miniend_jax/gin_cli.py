@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 import gin
 from absl import app, flags
 
+from miniend_jax.errors import MiniendError
+
 GIN_FILES = flags.DEFINE_multi_string("gin_file", [],
                                       "Gin files; later ones override earlier.")
 GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'X = 1'.")
@@ -32,9 +34,9 @@ PROCESS_INDEX = flags.DEFINE_integer("process_index", None, "This process's inde
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError,
                FloatingPointError)
 GIN_PREFIX = "--gin."
-# gin_configs/ sits beside the package in the source tree (editable installs).
-PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "gin_configs")
+# The gin files ship inside the package (package data), so an installed wheel finds them.
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_GIN_DIR = os.path.join(PACKAGE_DIR, "gin_configs")
 
 
 class _QuietSearchMisses(logging.Filter):
@@ -45,7 +47,7 @@ class _QuietSearchMisses(logging.Filter):
     return not record.pathname.endswith(os.path.join("gin", "resource_reader.py"))
 
 
-class GinConfigError(ValueError):
+class GinConfigError(MiniendError, ValueError):
   """A gin file or binding cannot be used; the message names it."""
 
 
@@ -67,7 +69,8 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str],
           search_paths: Sequence[str] = ()) -> None:
   """Parse files then bindings, finalize, and turn gin's errors into one clear message."""
   logging.getLogger().addFilter(_QuietSearchMisses())
-  paths = [p for p in search_paths if p] + [os.getcwd(), PACKAGE_GIN_DIR]
+  # PACKAGE_DIR lets `gin_configs/experiments/x.gin` resolve from any directory too.
+  paths = [p for p in search_paths if p] + [os.getcwd(), PACKAGE_GIN_DIR, PACKAGE_DIR]
   for path in paths:
     gin.add_config_file_search_path(path)
   for gin_file in gin_files:

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import jax
 from flax import struct
 
+from miniend_jax.errors import MiniendError
+
 if TYPE_CHECKING:  # annotations only: miniend_jax.model imports this module
   from miniend_jax.model.config import T5Config
 
@@ -50,7 +52,7 @@ ATTENTION_MODULE = {
 INTERMEDIATES = "intermediates"
 
 
-class TapError(ValueError):
+class TapError(MiniendError, ValueError):
   """A tap names a site the model does not have."""
 
 

@@ -1,4 +1,4 @@
-"""GLUE as T5 text-to-text tasks (METHOD.md 5): glue_<task>_v002 and glue_v002_proportional.
+"""GLUE as text-to-text tasks (docs/data.md, "GLUE"): glue_<task>_v002, glue_v002_proportional.
 
 Inputs are "<benchmark> <field>: <text> <field>: <text>" with the fields in alphabetical
 order and the text as given, e.g. "mnli hypothesis: ... premise: ..."; targets are label

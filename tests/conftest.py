@@ -116,6 +116,6 @@ def trained_checkpoint(tmp_path_factory, sentencepiece_model):
   for step, seed in ((3, 4), (7, 5)):
     params = nn.unbox(init_params(config, jax.random.key(seed)))
     state = TrainState.create({"student": params}, optax.adafactor(1e-3))
-    checkpointer.save(step, state, config=config, data_position={"step": step})
+    checkpointer.save(step, state, config=config)
   checkpointer.close()
   return model_dir, config, params

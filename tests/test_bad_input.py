@@ -2,10 +2,10 @@
 files, checkpoint paths) and is refused with one error that names what to change, before
 anything is compiled, with every file already there left as it was.
 
-CASES is the table README.md's "Faults and bad input" section shows (test_readme_lists_
-every_case keeps the two in step). Each case gives the gin files and bindings to run with
-(built from a per-test `paths` fixture: a scratch directory, the session's finished tiny
-run, a vocabulary) and the expected error type and message.
+CASES is the table docs/faults.md's "Faults and bad input" section shows
+(test_readme_lists_every_case keeps the two in step). Each case gives the gin files and
+bindings to run with (built from a per-test `paths` fixture: a scratch directory, the
+session's finished tiny run, a vocabulary) and the expected error type and message.
 """
 
 import hashlib
@@ -177,17 +177,17 @@ def test_read_only_model_dir_is_refused(paths):
 
 
 def test_readme_lists_every_case():
-  """README's "Faults and bad input" table has a row for each case here, each fault of
+  """docs/faults.md's "Faults and bad input" table has a row for each case here, each fault of
   tests/test_faults.py, and the cases tested elsewhere (OTHER_IDS), and no other row."""
   from tests.test_faults import FAULT_IDS  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(REPO, "README.md")) as f:
+  with open(os.path.join(REPO, "docs", "faults.md")) as f:
     readme = f.read()
   section = readme.split("## Faults and bad input", 1)[1].split("\n## ", 1)[0]
   listed = re.findall(r"^\| `([a-z0-9_]+)` \|", section, flags=re.M)
   assert sorted(listed) == sorted([c[0] for c in CASES] + FAULT_IDS + OTHER_IDS)
 
 
-# Rows of the README table tested outside CASES and tests/test_faults.py.
+# Rows of the docs/faults.md table tested outside CASES and tests/test_faults.py.
 OTHER_IDS = ["model_dir_read_only",       # test_read_only_model_dir_is_refused, above
              "document_longer_than_sequence",   # the same, below
              "sigterm",                   # tests/test_train.py (the CLI run)

@@ -1,4 +1,4 @@
-"""Span corruption: lengths against METHOD.md 3, masks, sentinels, the seqio preprocessor."""
+"""Span corruption: lengths (docs/data.md, "Span corruption"), masks, sentinels, preprocessor."""
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ def vocabulary(sentencepiece_model):
 
 
 def _method_helper(inputs_length, density=DENSITY, mean=MEAN):
-  """METHOD.md 3's helper, literally: the largest n whose corrupted input fits."""
+  """The largest n whose corrupted input fits: docs/data.md, "Span corruption", literally."""
   def lengths(n):
     noise = round(n * density)
     spans = round(noise / mean)

@@ -1,4 +1,4 @@
-"""Interpolated distillation (our reading of METHOD.md 1.4): schedules, blends, chains."""
+"""Schedules, blends, chains of docs/method.md, "Interpolated distillation" (our reading)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The distillation losses against direct NumPy implementations of METHOD.md 1.1 / 1.2."""
+"""The losses against NumPy implementations of docs/method.md, "Relation KL" and "Logit KL"."""
 
 import math
 
@@ -18,7 +18,7 @@ blended_logit_kl = jax.jit(losses.blended_logit_kl,
 
 def _numpy_relation_kl(ta, tb, sa, sb, heads, key_mask, query_mask, causal,
                        query_segments=None, key_segments=None):
-  """Row by row, in float64: the formula of METHOD.md 1.1 read literally."""
+  """Row by row, in float64: the formula of docs/method.md, "Relation KL" read literally."""
   ta, tb, sa, sb = (np.asarray(x, np.float64) for x in (ta, tb, sa, sb))
   total, rows = 0.0, 0
   for b in range(ta.shape[0]):

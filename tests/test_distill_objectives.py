@@ -12,11 +12,12 @@ import torch
 from miniend_jax.convert import hf
 from miniend_jax.distill import forward, interpolation, objectives
 from miniend_jax.distill.objectives import OUTPUT_LAYER
+from miniend_jax import gin_cli
 from miniend_jax.taps import Tap
 from tests.hf_t5 import write_random_hf_t5
 from tools import torch_reference
 
-PRESET_DIR = os.path.join(os.path.dirname(__file__), "..", "gin_configs", "objectives")
+PRESET_DIR = os.path.join(gin_cli.PACKAGE_GIN_DIR, "objectives")
 PAPER_PRESETS = ("scratch", "mlmkd", "minilm", "implicit", "miniend_d", "miniend_d_nologit",
                  "miniend_e", "miniend_e_nologit")
 ALL_PRESETS = sorted(os.path.basename(f)[:-4] for f in glob.glob(f"{PRESET_DIR}/*.gin"))

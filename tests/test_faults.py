@@ -2,8 +2,8 @@
 
 Every interrupted or damaged run is finished and compared with the session's uninterrupted
 4-step tiny run (`single_device_run`: checkpoints 2 and 4, a metrics line per step): the
-metrics and final weights must be the same. FAULT_IDS are the rows README.md's "Faults and
-bad input" table shows for this module (tests/test_bad_input.py checks the table).
+metrics and final weights must be the same. FAULT_IDS are the rows docs/faults.md's "Faults
+and bad input" table shows for this module (tests/test_bad_input.py checks the table).
 """
 
 import os

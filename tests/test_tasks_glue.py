@@ -1,4 +1,4 @@
-"""GLUE in T5's text-to-text format (METHOD.md 5), postprocessors and metrics wiring."""
+"""GLUE in T5's text-to-text format (docs/data.md, "GLUE"), postprocessors and metrics wiring."""
 
 import numpy as np
 import pytest

@@ -10,7 +10,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-# One labelled example per GLUE task and the T5 text-to-text form METHOD.md 5 prescribes.
+# One labelled example per GLUE task and the T5 text-to-text form of docs/data.md, "GLUE".
 # The sst2 sentence keeps its trailing space: the text is used as given.
 GLUE_EXAMPLES = {
     "cola": ({"sentence": "The book was read by Mary ."}, 1,

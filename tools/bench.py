@@ -51,6 +51,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from miniend_jax import gin_cli  # noqa: E402
 from miniend_jax.distill import objectives  # noqa: E402
 from miniend_jax.distill.flops import step_flops  # noqa: E402
 from miniend_jax.model import config as model_config  # noqa: E402
@@ -60,8 +61,7 @@ from miniend_jax.train import optimizers  # noqa: E402
 from miniend_jax.train.state import TrainState  # noqa: E402
 from miniend_jax.train.step import StepConfig, train_step  # noqa: E402
 
-OBJECTIVE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "gin_configs", "objectives")
+OBJECTIVE_DIR = os.path.join(gin_cli.PACKAGE_GIN_DIR, "objectives")
 LOGITS = Tap("decoder", -1, "logits")
 OBJECTIVES = ("scratch", "mlmkd", "miniend_d", "miniend_e")
 LEARNING_RATE = 1e-4

@@ -68,8 +68,12 @@ def load_model(path: str, config: T5Config | None = None) -> tuple[T5Config, dic
 
 
 def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
-  """The student (config, params) from one of our checkpoints (or its model dir's latest)."""
+  """The student (config, params) from one of our checkpoints (or its model dir's
+  newest), read-only, its arrays verified against the fingerprints saved with them."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  from miniend_jax.train.checkpoints import (  # pylint: disable=g-import-not-at-top
+      STUDENT_PREFIX, verify_fingerprints)
 
   step_dir = _latest_step_dir(path)
   if step_dir is None:
@@ -78,24 +82,22 @@ def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
   try:
     with open(meta_file) as f:
       meta = json.load(f)
-  except (OSError, json.JSONDecodeError) as error:
+    config = T5Config.from_dict(meta["model_config"])
+  except (OSError, ValueError, KeyError, TypeError) as error:
     raise CheckpointError(f"Cannot read {meta_file}: {error}") from None
-  config = T5Config.from_dict(meta["model_config"])
   try:
     state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
+    student = state["params"]["student"]
   except Exception as error:  # orbax raises many types for unreadable directories.
     raise CheckpointError(f"Cannot read {step_dir}/state: {error}") from None
-  student = state["params"]["student"]
+  if meta.get("fingerprints"):
+    verify_fingerprints(student, meta["fingerprints"], step_dir, prefix=STUDENT_PREFIX)
   return config, params_for_config(config, traverse_util.flatten_dict(student),
                                    source=f"checkpoint {step_dir}")
 
 
 def _check_same_architecture(expected: T5Config, found: T5Config, path: str) -> None:
-  ignored = {"dropout_rate", "dtype", "param_dtype"}
-  differing = [f"{name}: config {getattr(expected, name)!r} vs checkpoint "
-               f"{getattr(found, name)!r}"
-               for name in expected.to_dict()
-               if name not in ignored and getattr(expected, name) != getattr(found, name)]
+  differing = expected.architecture_differences(found, names=("config", "checkpoint"))
   if differing:
     raise CheckpointError(
         f"The model config does not match the weights in {path}: " + "; ".join(differing)

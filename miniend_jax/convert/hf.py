@@ -303,8 +303,8 @@ def save(config: T5Config, params, output_dir: str, vocabulary_path: str | None 
 
 
 def _write_tokenizer(directory: str, vocabulary_path: str) -> None:
-  # transformers' T5Tokenizer ignores vocab_file= (METHOD.md 2.1): it must find
-  # spiece.model in the directory it loads.
+  # transformers' T5Tokenizer ignores vocab_file=: it must find spiece.model in the
+  # directory it loads (docs/model.md, "Hugging Face conversion").
   shutil.copyfile(vocabulary_path, os.path.join(directory, "spiece.model"))
   special = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
   extra = [f"<extra_id_{i}>" for i in range(SENTINEL_COUNT)]

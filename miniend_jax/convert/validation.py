@@ -9,13 +9,14 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
 from miniend_jax.model.network import init_params
 
 Path = tuple[str, ...]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MiniendError, ValueError):
   """A checkpoint directory or its contents cannot be used as asked."""
 
 

@@ -7,8 +7,10 @@ a TensorFlow stack trace.
 
 from __future__ import annotations
 
+from miniend_jax.errors import MiniendError
 
-class DataError(ValueError):
+
+class DataError(MiniendError, ValueError):
   """A data setting, file or corpus that no dataset can be built from."""
 
 

@@ -133,7 +133,7 @@ GLUE_HEADLINE_METRICS = {
     "stsb": "pearson_corrcoef", "mnli_matched": "accuracy",
     "mnli_mismatched": "accuracy", "qnli": "accuracy", "rte": "accuracy",
     "wnli": "accuracy"}
-# The MiniEnD paper's GLUE score (METHOD.md 1): no CoLA, no WNLI.
+# The MiniEnD paper's GLUE score (docs/method.md, "GLUE score"): no CoLA, no WNLI.
 PAPER_GLUE_TASKS = ("sst2", "mrpc", "stsb", "qqp", "mnli_matched", "mnli_mismatched", "qnli",
                     "rte")
 _STSB_METRICS = ("pearson", "spearman", "mean")

@@ -1,4 +1,4 @@
-"""T5's span-corruption objective as a seqio preprocessor (METHOD.md 3), our implementation.
+"""T5's span corruption as a seqio preprocessor, ours (docs/data.md, "Span corruption").
 
 A tokenized document stream is concatenated in groups of documents and cut into raw
 segments of `tokens_length` tokens, the longest whose corrupted form fits the encoder.

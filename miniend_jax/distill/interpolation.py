@@ -1,4 +1,4 @@
-"""Interpolated distillation: OUR interpretation of METHOD.md 1.4.
+"""Interpolated distillation: OUR interpretation of docs/method.md, "Interpolated distillation".
 
 The MiniEnD paper scales to a 3B teacher with "interpolated distillation" but no public
 text defines it. We offer the two published readings; neither is the authors' code.
@@ -26,13 +26,14 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
 
 SCHEDULE_SHAPES = ("linear", "cosine")
 BLEND_PARTNERS = ("student", "assistant")
 
 
-class InterpolationError(ValueError):
+class InterpolationError(MiniendError, ValueError):
   """An interpolated-distillation setting is invalid."""
 
 

@@ -1,4 +1,4 @@
-"""Distillation losses as pure functions on arrays (METHOD.md 1.1, 1.2).
+"""Distillation losses as pure functions on arrays (docs/method.md, "Relation KL" and "Logit KL").
 
 The logit losses also take the output layer left factored (`OutputLayer`), so the step
 never holds a whole [batch, length, vocab] tensor (memory note in the logits section).
@@ -9,7 +9,7 @@ a padded position never changes a value.
 
 - `relation_kl`: MiniLMv2 self-attention relation KL(teacher || student) for one pair.
 - `logit_kl`, `blended_logit_kl`: tau^2 * KL over the vocabulary against the teacher's
-  distribution, or against a blend of two target distributions (METHOD.md 1.4).
+  distribution, or against a blend of two targets (docs/method.md, "Interpolated distillation").
 - `cross_entropy`: on the targets, with t5x's optional z-loss; `token_statistics`: the
   sums behind accuracy and cross-entropy metrics.
 - `hidden_mse`: TinyBERT-style hidden-state MSE through a learned projection.
@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from miniend_jax.errors import MiniendError
 from miniend_jax.taps import OutputLayer
 
 Array = jax.Array
@@ -37,7 +38,7 @@ DEFAULT_CHUNK_LENGTH = 16
 DEFAULT_RELATION_CHUNK_LENGTH = 64
 
 
-class LossInputError(ValueError):
+class LossInputError(MiniendError, ValueError):
   """Inputs to a loss have shapes or settings it cannot work with."""
 
 
@@ -97,7 +98,7 @@ def relation_kl(teacher_a: Array, teacher_b: Array, student_a: Array, student_b:
                 causal: bool = False, query_segment_ids: Array | None = None,
                 key_segment_ids: Array | None = None,
                 chunk_length: int = DEFAULT_RELATION_CHUNK_LENGTH) -> Array:
-  """MiniLMv2 relation KL(teacher || student) for one pair (A, B), METHOD.md 1.1.
+  """MiniLMv2 relation KL(teacher || student) for one pair (A, B), docs/method.md, "Relation KL".
 
   Rel_r[i, j] = softmax_j(A_r[i] . B_r[j] / sqrt(width / R) + mask[i, j]), where A_r is
   the r-th of R equal chunks of A's width. The loss is the mean over relation heads and
@@ -421,7 +422,7 @@ def blended_logit_kl(teacher_logits: Logits, partner_logits: Logits, student_log
                      chunk_length: int = DEFAULT_CHUNK_LENGTH) -> Array:
   """`logit_kl` against p_target = (1 - a) softmax(z_P / tau) + a softmax(z_T / tau).
 
-  The interpolated-distillation target of METHOD.md 1.4 (our interpretation): the partner
+  The target of docs/method.md, "Interpolated distillation" (our interpretation): the partner
   P is a teacher assistant or the student itself (pass it detached); a =
   `teacher_fraction` in [0, 1], e.g. from `interpolation.BlendSchedule`. Neither the
   teacher nor the partner receives a gradient.

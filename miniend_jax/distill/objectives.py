@@ -1,9 +1,9 @@
 """Distillation objectives: weighted sets of terms over the taps of teacher and student.
 
-An `Objective` holds terms (METHOD.md 1): `CrossEntropy` (scratch), `LogitKL` (MlmKD),
-`AttentionRelations` (MiniLM's L_dec_self, MiniEnD's L_cross and L_enc_self) and
-`HiddenMSE` (a TinyBERT-style extra baseline). It tells the trainer which taps each model
-must sow and turns the two models' tap dictionaries into the loss:
+An `Objective` holds terms (docs/method.md, "Objectives"): `CrossEntropy` (scratch),
+`LogitKL` (MlmKD), `AttentionRelations` (MiniLM's L_dec_self, MiniEnD's L_cross and
+L_enc_self) and `HiddenMSE` (a TinyBERT-style extra baseline). It tells the trainer
+which taps each model must sow and turns the two models' tap dictionaries into the loss:
 
     teacher_taps = objective.teacher_taps(teacher_config)   # sow only these
     student_taps = objective.student_taps(student_config)
@@ -11,8 +11,8 @@ must sow and turns the two models' tap dictionaries into the loss:
 
 `total` = sum of weight * value; `terms` maps each term's name to its unweighted value.
 `distillation_loss` (in `forward`) runs both models and calls the objective, for use
-inside one jitted train step. Gin presets for every row of METHOD.md 1 live in
-gin_configs/objectives/.
+inside one jitted train step. Gin presets for every row of the table in
+docs/method.md, "Objectives", live in gin_configs/objectives/.
 
 The batch uses t5x feature names: encoder_input_tokens, decoder_input_tokens,
 decoder_target_tokens [batch, length] (token 0 is padding), optional decoder_loss_weights
@@ -32,6 +32,7 @@ from jax import lax
 
 from miniend_jax.distill import losses
 from miniend_jax.distill.interpolation import TargetBlend
+from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
 from miniend_jax.taps import Tap, TapError
 
@@ -44,7 +45,7 @@ RELATION_LETTERS = "QKV"
 OUTPUT_LAYER = Tap("decoder", -1, "output_layer")
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(MiniendError, ValueError):
   """An objective's settings do not fit the models or the batch."""
 
 
@@ -165,10 +166,10 @@ class CrossEntropy(Term):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LogitKL(Term):
-  """L_logit: tau^2 KL(teacher || student) over the vocabulary (METHOD.md 1.2).
+  """L_logit: tau^2 KL(teacher || student) over the vocabulary (docs/method.md, "Logit KL").
 
-  With `blend`, the target is the interpolated one of METHOD.md 1.4 (our reading, see
-  interpolation.py); `step` must then be passed to the objective.
+  With `blend`, the target is the interpolated one (our reading, see interpolation.py and
+  docs/method.md, "Interpolated distillation"); `step` must then be passed to the objective.
   """
 
   temperature: float = 1.0
@@ -246,7 +247,7 @@ def _normalise_pairs(pairs) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AttentionRelations(Term):
-  """MiniLMv2 relation KL of one attention module (METHOD.md 1.1).
+  """MiniLMv2 relation KL of one attention module (docs/method.md, "Relation KL").
 
   Attributes:
     stack: "encoder" or "decoder".

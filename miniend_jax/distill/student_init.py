@@ -1,4 +1,4 @@
-"""Student initialisation: random, or copied from teacher layers (METHOD.md 1.3).
+"""Random or teacher-copied student weights (docs/method.md, "Student initialisation").
 
 Copying ("shrink", as in DistilBART) keeps the teacher's embedding, relative-position
 tables, final norms and output layer, and gives student layer i the weights of teacher
@@ -17,16 +17,13 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
 from miniend_jax.model.network import init_params
 
 INIT_METHODS = ("random", "teacher_layers")
 # T5Config fields that must agree for teacher weights to fit the student.
-_SHAPE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim",
-                 "mlp_activations", "logits_via_embedding", "relative_attention_num_buckets")
-
-
-class StudentInitError(ValueError):
+class StudentInitError(MiniendError, ValueError):
   """The student cannot be initialised as asked."""
 
 
@@ -69,9 +66,9 @@ def _check_layer_map(layer_map: Sequence[int], stack: str, teacher_layers: int,
 
 def check_widths_match(teacher_config: T5Config, student_config: T5Config) -> None:
   """Raise StudentInitError naming every field that keeps teacher weights from fitting."""
-  different = [f"{name} (teacher {getattr(teacher_config, name)!r}, student "
-               f"{getattr(student_config, name)!r})" for name in _SHAPE_FIELDS
-               if getattr(teacher_config, name) != getattr(student_config, name)]
+  different = teacher_config.architecture_differences(
+      student_config, names=("teacher", "student"),
+      ignore=("num_encoder_layers", "num_decoder_layers"))
   if different:
     raise StudentInitError(
         "Initialising the student from teacher layers needs the same widths; these differ: "

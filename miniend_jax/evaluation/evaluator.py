@@ -20,10 +20,11 @@ from miniend_jax.convert.checkpoint_loading import load_model
 from miniend_jax.convert.step_directories import step_directories, step_of
 from miniend_jax.convert.validation import CheckpointError
 from miniend_jax.data.dataset import get_mixture_or_task
+from miniend_jax.errors import MiniendError
 from miniend_jax.evaluation.model_fns import make_predict_fn, make_score_fn
 from miniend_jax.model.config import T5Config
 
-class EvaluationError(ValueError):
+class EvaluationError(MiniendError, ValueError):
   """An evaluation setting cannot work; the message names it."""
 
 

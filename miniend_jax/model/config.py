@@ -13,6 +13,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from miniend_jax.errors import MiniendError
+
 # Activation names accepted in `mlp_activations`. "gelu" is the tanh approximation (t5x's
 # flax `nn.gelu`, Hugging Face's "gelu_new"); "gelu_exact" is the erf form.
 ACTIVATIONS = ("relu", "gelu", "gelu_exact", "silu", "linear")
@@ -20,7 +22,16 @@ DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "minimal", "full")
 
 
-class ConfigError(ValueError):
+# The fields that decide what function a set of weights computes. The others (dropout_rate,
+# dtype, param_dtype, remat_policy) say how the model is run or stored.
+ARCHITECTURE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "num_encoder_layers",
+                       "num_decoder_layers", "head_dim", "mlp_dim", "mlp_activations",
+                       "logits_via_embedding", "relative_attention_num_buckets",
+                       "relative_attention_max_distance", "layer_norm_epsilon", "pad_id",
+                       "eos_id", "decoder_start_id")
+
+
+class ConfigError(MiniendError, ValueError):
   """A T5Config field holds a value no model can be built from."""
 
 
@@ -157,6 +168,23 @@ class T5Config:
       raise ConfigError(_unknown_field_message(unknown[0]))
     return dataclasses.replace(self, **changes)
 
+  def architecture_differences(self, other: T5Config, *, names: tuple[str, str] = (
+      "this", "other"), ignore: tuple[str, ...] = (), also: tuple[str, ...] = ()
+                               ) -> list[str]:
+    """What keeps `other` from being the same model as this config: one "field: NAME1 x
+    vs NAME2 y" entry per differing field of RUNTIME-independent architecture
+    (ARCHITECTURE_FIELDS, minus `ignore`, plus `also`). Empty when the same weights
+    compute the same function under both (dropout, compute dtype, storage dtype and
+    rematerialisation are how a model is run, not what it is).
+
+    The one definition of "same architecture": resuming a run, loading a checkpoint
+    against a given config, and copying teacher layers into a student all use it.
+    """
+    fields = [name for name in ARCHITECTURE_FIELDS + also if name not in ignore]
+    return [f"{name}: {names[0]} {getattr(self, name)!r} vs {names[1]} "
+            f"{getattr(other, name)!r}" for name in fields
+            if getattr(self, name) != getattr(other, name)]
+
   def to_dict(self) -> dict[str, Any]:
     result = dataclasses.asdict(self)
     result["mlp_activations"] = list(self.mlp_activations)
@@ -203,7 +231,7 @@ PRESETS: dict[str, T5Config] = {
                          num_decoder_layers=24, head_dim=64, mlp_dim=5120),
     "t5_1_1_xxl": _t5_1_1(emb_dim=4096, num_heads=64, num_encoder_layers=24,
                           num_decoder_layers=24, head_dim=64, mlp_dim=10240),
-    # The MiniEnD paper's student: 6+6 layers of width 384 (METHOD.md 1.3).
+    # The MiniEnD paper's student: 6+6 layers of width 384 (docs/method.md, "The paper's student").
     "student_6l_384h": _t5_1_1(emb_dim=384, num_heads=12, num_encoder_layers=6,
                                num_decoder_layers=6, head_dim=32, mlp_dim=1024),
     # For tests and CPU smoke runs: every code path, seconds to compile.

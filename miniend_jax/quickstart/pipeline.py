@@ -48,7 +48,7 @@ from miniend_jax.quickstart.sizes import QuickstartError, QuickstartSize
 from miniend_jax.quickstart.workspace import Workspace
 from miniend_jax.train import trainer
 
-# The paper's table, in its order (METHOD.md 1).
+# The paper's table, in its order (docs/method.md, "Objectives").
 PAPER_OBJECTIVES = ("scratch", "mlmkd", "minilm", "implicit", "miniend_d",
                     "miniend_d_nologit", "miniend_e", "miniend_e_nologit")
 DEFAULT_OBJECTIVES = ("scratch", "miniend_e")

@@ -14,10 +14,11 @@ import difflib
 from typing import Any
 
 from miniend_jax.data.span_corruption import random_spans_helper
+from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config, preset
 
 
-class QuickstartError(ValueError):
+class QuickstartError(MiniendError, ValueError):
   """A quickstart setting cannot work; the message names the flag to change."""
 
 
@@ -47,7 +48,7 @@ class QuickstartSize:
       are added on top).
     teacher, student: the two architectures.
     pretrain_inputs_length: span-corruption encoder length; the targets length follows
-      from T5's noise density and span length (METHOD.md 3).
+      from T5's noise density and span length (docs/data.md, "Span corruption").
     downstream_lengths: (inputs, targets) of the finetuning tasks.
     batch_size: the global batch of every training stage.
     teacher_steps: pretraining steps of the teacher.

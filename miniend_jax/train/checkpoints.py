@@ -2,9 +2,10 @@
 
 Each checkpoint holds two items: "state" (the TrainState: step, student and objective
 parameters, optimizer state; an Orbax PyTree, the layout newer t5x writes under
-checkpoint_<step>/state/) and "meta" (JSON: the student's T5Config, the data position, so a
-resumed run reads exactly the batches an uninterrupted one would, and a fingerprint of every
-array). Orbax writes to a temporary directory and renames it when complete, so a partly
+checkpoint_<step>/state/) and "meta" (JSON: the student's T5Config, the step, and a
+fingerprint of every array). The step is also the data position: the batch stream is a
+function of the step, so a resumed run reads exactly the batches an uninterrupted one
+would. Orbax writes to a temporary directory and renames it when complete, so a partly
 written checkpoint (a process killed mid-save) is never listed; its leftovers are removed
 when the next run opens MODEL_DIR.
 
@@ -34,11 +35,8 @@ from miniend_jax.model.config import T5Config
 
 STEP_PREFIX = "checkpoint"
 CORRUPT_DIR = "corrupt"
-# Fields that decide the shapes of the saved arrays; the others (dropout, remat, compute
-# dtype) may change between a run and its resumption.
-_SHAPE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "num_encoder_layers",
-                 "num_decoder_layers", "head_dim", "mlp_dim", "mlp_activations",
-                 "logits_via_embedding", "relative_attention_num_buckets", "param_dtype")
+# The student's parameters within a saved TrainState, as fingerprint paths name them.
+STUDENT_PREFIX = ".params['student']"
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -73,22 +71,38 @@ def fingerprints(tree: Any) -> dict[str, int]:
           for (path, _), value in zip(leaves, values)}
 
 
+def verify_fingerprints(tree: Any, saved: dict[str, int], where: str, *,
+                        prefix: str = "") -> None:
+  """CorruptCheckpointError unless `tree`'s arrays have the `saved` fingerprints (those
+  whose path starts with `prefix`, which `tree`'s paths are relative to)."""
+  found = {prefix + path: value for path, value in fingerprints(tree).items()}
+  wanted = {path: value for path, value in saved.items() if path.startswith(prefix)}
+  altered = sorted(path for path in wanted if found.get(path) != wanted[path])
+  if altered or set(found) != set(wanted):
+    raise CorruptCheckpointError(
+        f"{where} holds {len(altered)} array(s) that differ from what was saved, e.g. "
+        f"{altered[:3]}")
+
+
 class Checkpointer:
   """Saves every `period` steps, keeps the newest `keep` (None keeps all)."""
 
-  def __init__(self, model_dir: str, *, period: int, keep: int | None = None):
+  def __init__(self, model_dir: str, *, period: int, keep: int | None = None,
+               read_only: bool = False):
+    """`read_only`: only read (no directory is created, no leftover removed)."""
     if period < 1:
-      raise ValueError(f"CHECKPOINT_PERIOD must be >= 1, got {period}.")
+      raise CheckpointError(f"CHECKPOINT_PERIOD must be >= 1, got {period}.")
     if keep is not None and keep < 1:
-      raise ValueError(f"CHECKPOINTS_TO_KEEP must be >= 1 or None, got {keep}.")
+      raise CheckpointError(f"CHECKPOINTS_TO_KEEP must be >= 1 or None, got {keep}.")
     self.period = period
     self.model_dir = os.path.abspath(model_dir)
-    self._manager = ocp.CheckpointManager(
-        self.model_dir,
-        options=ocp.CheckpointManagerOptions(
+    options = ocp.CheckpointManagerOptions(
+        step_prefix=STEP_PREFIX, enable_async_checkpointing=False, read_only=True) \
+        if read_only else ocp.CheckpointManagerOptions(
             max_to_keep=keep, step_prefix=STEP_PREFIX, create=True,
-            cleanup_tmp_directories=True, enable_async_checkpointing=False),
-        item_names=("state", "meta"))
+            cleanup_tmp_directories=True, enable_async_checkpointing=False)
+    self._manager = ocp.CheckpointManager(self.model_dir, options=options,
+                                          item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -96,8 +110,8 @@ class Checkpointer:
   def should_save(self, step: int) -> bool:
     return step % self.period == 0
 
-  def save(self, step: int, state: Any, *, config: T5Config, data_position: dict) -> None:
-    meta = {"model_config": config.to_dict(), "data_position": data_position, "step": step,
+  def save(self, step: int, state: Any, *, config: T5Config) -> None:
+    meta = {"model_config": config.to_dict(), "step": step,
             "fingerprints": fingerprints(state)}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
@@ -127,12 +141,7 @@ class Checkpointer:
       raise CorruptCheckpointError(f"{where} cannot be read: {type(error).__name__}: "
                                    f"{str(error)[:300]}") from error
     if saved is not None:
-      found = fingerprints(state)
-      altered = sorted(path for path in saved if found.get(path) != saved[path])
-      if altered or set(found) != set(saved):
-        raise CorruptCheckpointError(
-            f"{where} holds {len(altered)} array(s) that differ from what was saved, e.g. "
-            f"{altered[:3]}")
+      verify_fingerprints(state, saved, where)
     return state, meta
 
   def check_config(self, step: int, config: T5Config) -> None:
@@ -142,9 +151,8 @@ class Checkpointer:
       saved = self.read_meta(step)["model_config"]
     except Exception:  # pylint: disable=broad-except
       return
-    wanted = config.to_dict()
-    differ = [f"{name}: checkpoint {saved.get(name)!r} vs config {wanted[name]!r}"
-              for name in _SHAPE_FIELDS if saved.get(name) != wanted[name]]
+    differ = T5Config.from_dict(saved).architecture_differences(
+        config, names=("checkpoint", "config"), also=("param_dtype",))
     if differ:
       raise CheckpointError(
           f"MODEL_DIR {self.model_dir} holds checkpoints of a different student "

@@ -12,10 +12,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from miniend_jax.errors import MiniendError
+
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
-class OptimizerError(ValueError):
+class OptimizerError(MiniendError, ValueError):
   """An optimizer or schedule setting is out of range."""
 
 

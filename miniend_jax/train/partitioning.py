@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from miniend_jax.errors import MiniendError
+
 LogicalRules = tuple[tuple[str, str | None], ...]
 
 STANDARD_RULES: LogicalRules = (
@@ -32,7 +34,7 @@ STANDARD_RULES: LogicalRules = (
 )
 
 
-class PartitioningError(ValueError):
+class PartitioningError(MiniendError, ValueError):
   """The mesh or the batch cannot be laid out as configured."""
 
 
