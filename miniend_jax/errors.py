@@ -9,3 +9,11 @@ they used to be (ValueError, FloatingPointError, ...), so existing `except` clau
 
 class MiniendError(Exception):
   """A user-fixable problem; the message says what to change."""
+
+
+class OutputExistsError(MiniendError, FileExistsError):
+  """An output path already holds something the command would overwrite."""
+
+
+class InputMissingError(MiniendError, FileNotFoundError):
+  """A file the command reads is missing or empty; the message says what makes it."""

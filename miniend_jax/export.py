@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 
 from miniend_jax.convert.hf_export import export
+from miniend_jax.errors import MiniendError
 
 CHECKPOINT_DIR = flags.DEFINE_string("checkpoint_dir", None, "Checkpoint to export.",
                                      required=True)
@@ -36,7 +37,7 @@ def main(argv):
     result = export(CHECKPOINT_DIR.value, OUTPUT_DIR.value, vocabulary=VOCABULARY.value,
                     model_preset=MODEL_PRESET.value, overwrite=OVERWRITE.value,
                     verify=VERIFY.value)
-  except (ValueError, FileExistsError, FileNotFoundError) as error:
+  except MiniendError as error:   # anything else keeps its traceback
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
   difference = result["max_logit_difference"]

@@ -30,9 +30,6 @@ COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                   "host:port of process 0, for multi-host runs.")
 PROCESS_COUNT = flags.DEFINE_integer("process_count", None, "Processes in a multi-host run.")
 PROCESS_INDEX = flags.DEFINE_integer("process_index", None, "This process's index.")
-# Errors a user causes (config, data, paths): printed as one line, no framework trace.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError,
-               FloatingPointError)
 GIN_PREFIX = "--gin."
 # The gin files ship inside the package (package data), so an installed wheel finds them.
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -138,7 +135,8 @@ def console_main(entry_point: Callable, **kwargs) -> None:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
       run_configured(entry_point, **kwargs)
-    except USER_ERRORS as error:
+    except MiniendError as error:   # the user's to fix: one line; anything else is a bug
+      # or the machine failing, and keeps its traceback.
       logging.getLogger(__name__).error("%s: %s", type(error).__name__, error)
       print(f"error: {error}", file=sys.stderr)
       sys.exit(1)

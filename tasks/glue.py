@@ -91,12 +91,12 @@ def glue_text_to_text(example, *, benchmark: str, label_names: Sequence[str] | N
   for field in fields:
     parts += [f"{field}:", example[field]]
   label = example["label"]
-  if label_names is None:
+  if label_names is None:   # STS-B's labels are numbers: a test example's -1 is "-1.0"
     target = stsb_target(label)
-  else:
-    target = tf.gather(tf.constant(label_names), tf.maximum(label, 0))
-  return {"inputs": tf.strings.join(parts, separator=" "),
-          "targets": tf.where(label < 0, UNLABELLED_TARGET, target),
+  else:   # a class: an unlabelled (test) example's -1 is T5's "<unk>"
+    target = tf.where(label < 0, UNLABELLED_TARGET,
+                      tf.gather(tf.constant(label_names), tf.maximum(label, 0)))
+  return {"inputs": tf.strings.join(parts, separator=" "), "targets": target,
           "idx": example["idx"]}
 
 

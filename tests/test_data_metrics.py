@@ -50,6 +50,10 @@ def test_correlations_match_scipy_with_ties():
       pytest.approx(100 * stats.spearmanr(targets, predictions).statistic))
   assert metrics.spearman_corrcoef([1, 2, 2, 3], [10, 20, 20, 30])[
       "spearman_corrcoef"] == pytest.approx(100)
+  # By hand: centred x = (-1, 0, 1), y = (-4/3, -1/3, 5/3); r = 3 / sqrt(2 * 42/9).
+  assert metrics.pearson_corrcoef([1, 2, 3], [1, 2, 4])["pearson_corrcoef"] == (
+      pytest.approx(100 * 3 / (2 * 42 / 9) ** 0.5))
+  assert metrics.pearson_corrcoef([1, 1, 1], [1, 2, 4])["pearson_corrcoef"] == 0.0
 
 
 def test_rouge_on_hand_counted_overlaps():

@@ -66,7 +66,7 @@ def test_init_from_teacher_refuses_other_widths(teacher):
   teacher_config, teacher_params = teacher
   narrow = teacher_config.replace(emb_dim=16, mlp_dim=32)
   with pytest.raises(student_init.StudentInitError,
-                     match=r"emb_dim \(teacher 32, student 16\); mlp_dim .*'random'"):
+                     match=r"emb_dim: teacher 32 vs student 16; mlp_dim: .*'random'"):
     student_init.init_from_teacher(teacher_config, teacher_params, narrow)
   shallow = teacher_config.replace(num_decoder_layers=2)
   with pytest.raises(student_init.StudentInitError, match="decoder_layer_map has 3 entries"):

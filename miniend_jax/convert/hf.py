@@ -24,6 +24,7 @@ import numpy as np
 from flax import traverse_util
 
 from miniend_jax.convert.validation import CheckpointError, params_for_config
+from miniend_jax.errors import InputMissingError, OutputExistsError
 from miniend_jax.model.config import ConfigError, T5Config
 
 # Hugging Face activation names -> ours. "gelu_new" and "gelu_pytorch_tanh" are the tanh
@@ -274,13 +275,13 @@ def save(config: T5Config, params, output_dir: str, vocabulary_path: str | None 
 
   output_dir = os.path.abspath(output_dir)
   if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-    raise FileExistsError(
+    raise OutputExistsError(
         f"Export directory {output_dir} is not empty; choose an empty or new directory, or "
         "pass overwrite=True to replace it.")
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise FileExistsError(f"Export path {output_dir} is a file, not a directory.")
+    raise OutputExistsError(f"Export path {output_dir} is a file, not a directory.")
   if vocabulary_path is not None and not os.path.isfile(vocabulary_path):
-    raise FileNotFoundError(f"SentencePiece model {vocabulary_path!r} does not exist.")
+    raise InputMissingError(f"SentencePiece model {vocabulary_path!r} does not exist.")
   state = state_dict_from_params(config, params)
   parent = os.path.dirname(output_dir)
   os.makedirs(parent, exist_ok=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
+from miniend_jax.data.errors import DataError
+
 TRAIN = "train"
 VALIDATION = "validation"
 _BUCKETS = 10_000
@@ -18,7 +20,7 @@ _BUCKETS = 10_000
 def split_of(document_id: str, validation_percent: float) -> str:
   """The split ("train" or "validation") that the document `document_id` belongs to."""
   if not 0 <= validation_percent <= 100:
-    raise ValueError(f"validation_percent must be in [0, 100], got {validation_percent}.")
+    raise DataError(f"validation_percent must be in [0, 100], got {validation_percent}.")
   digest = hashlib.sha256(document_id.encode("utf-8")).digest()
   bucket = int.from_bytes(digest[:8], "big") % _BUCKETS
   return VALIDATION if bucket < validation_percent * _BUCKETS / 100 else TRAIN

@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from miniend_jax.data import document_split, stdlib_docstrings
-from miniend_jax.data.errors import CorpusError
+from miniend_jax.data.errors import CorpusError, DataError
 
 VALIDATION_PERCENT = 10.0
 
@@ -93,7 +93,7 @@ def split_documents(split: str) -> tuple[Document, ...]:
 
 def _check_split(split: str) -> None:
   if split not in (document_split.TRAIN, document_split.VALIDATION):
-    raise ValueError(
+    raise DataError(
         f"The embedded corpus has the splits 'train' and 'validation', not {split!r}.")
 
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import scipy.stats
+
+from miniend_jax.data.errors import DataError
 
 INVALID = -1
 
@@ -72,38 +75,28 @@ def matthews_corrcoef(targets: Sequence[int], predictions: Sequence[int]) -> dic
   return {"matthews_corrcoef": 100 * float(numerator / denominator) if denominator else 0.0}
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-  x, y = x - x.mean(), y - y.mean()
-  denominator = np.sqrt((x @ x) * (y @ y))
-  return float(x @ y / denominator) if denominator else 0.0
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-  """1-based ranks, ties sharing the mean of their positions."""
-  order = np.argsort(values, kind="stable")
-  sorted_values = values[order]
-  first = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
-  group = np.cumsum(first) - 1
-  starts = np.flatnonzero(first)
-  ends = np.r_[starts[1:], values.size]
-  ranks = np.empty(values.size)
-  ranks[order] = ((starts + 1 + ends) / 2)[group]
-  return ranks
+def _correlation(statistic, x: np.ndarray, y: np.ndarray) -> float:
+  """scipy.stats' `statistic` of x and y; 0 when either is constant (undefined)."""
+  if np.ptp(x) == 0 or np.ptp(y) == 0:
+    return 0.0
+  return float(statistic(x, y)[0])
 
 
 def pearson_corrcoef(targets: Sequence[float], predictions: Sequence[float]
                      ) -> dict[str, float]:
   """Pearson correlation of two float lists."""
   targets, predictions = _as_arrays(targets, predictions)
-  return {"pearson_corrcoef": 100 * _pearson(targets.astype(float), predictions.astype(float))}
+  return {"pearson_corrcoef": 100 * _correlation(scipy.stats.pearsonr, targets.astype(float),
+                                                 predictions.astype(float))}
 
 
 def spearman_corrcoef(targets: Sequence[float], predictions: Sequence[float]
                       ) -> dict[str, float]:
   """Spearman rank correlation (Pearson of average ranks)."""
   targets, predictions = _as_arrays(targets, predictions)
-  return {"spearman_corrcoef": 100 * _pearson(_average_ranks(targets.astype(float)),
-                                               _average_ranks(predictions.astype(float)))}
+  return {"spearman_corrcoef": 100 * _correlation(scipy.stats.spearmanr,
+                                                  targets.astype(float),
+                                                  predictions.astype(float))}
 
 
 def rouge_per_example(targets: Sequence[str], predictions: Sequence[str], *,
@@ -162,7 +155,7 @@ def glue_score(metrics_by_task: Mapping[str, Mapping[str, float]], *,
     stsb_metric: "pearson", "spearman" or "mean" (of the two) for STS-B.
   """
   if stsb_metric not in _STSB_METRICS:
-    raise ValueError(f"stsb_metric must be one of {_STSB_METRICS}, got {stsb_metric!r}.")
+    raise DataError(f"stsb_metric must be one of {_STSB_METRICS}, got {stsb_metric!r}.")
   given = {_glue_task(name): metrics for name, metrics in metrics_by_task.items()}
   wanted = [_glue_task(t) for t in tasks] if tasks is not None else sorted(given)
   missing = [t for t in wanted if t not in given]

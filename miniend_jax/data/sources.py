@@ -48,7 +48,7 @@ class InMemorySource(seqio.DataSource):
   def columns(self, split: str) -> dict[str, list[str]]:
     """The split as {feature: [value per example]}; an empty split is an error."""
     if split not in self.splits:
-      raise ValueError(f"Unknown split {split!r}; this source has {list(self.splits)}.")
+      raise DataError(f"Unknown split {split!r}; this source has {list(self.splits)}.")
     if split not in self._columns:
       examples = self._load(split)
       if not examples:

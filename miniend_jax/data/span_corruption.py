@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from miniend_jax.data.errors import SequenceLengthError
+from miniend_jax.data.errors import DataError, SequenceLengthError
 
 NOISE_DENSITY = 0.15
 MEAN_NOISE_SPAN_LENGTH = 3.0
@@ -35,9 +35,9 @@ DOCUMENTS_PER_GROUP = 128
 
 def _check_noise_settings(noise_density: float, mean_noise_span_length: float) -> None:
   if not 0 < noise_density < 1:
-    raise ValueError(f"noise_density must be in (0, 1), got {noise_density}.")
+    raise DataError(f"noise_density must be in (0, 1), got {noise_density}.")
   if mean_noise_span_length < 1:
-    raise ValueError(
+    raise DataError(
         f"mean_noise_span_length must be at least 1, got {mean_noise_span_length}.")
 
 

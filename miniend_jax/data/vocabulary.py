@@ -5,17 +5,13 @@ Any SentencePiece model with T5's special ids (PAD 0, EOS 1, UNK 2) works, a pub
 order, so <extra_id_0> is the highest id (32099 for T5's 32000 pieces) and the vocabulary
 holds pieces + 100 ids. Models are trained by `sentencepiece_training`.
 
-A run's vocabulary is explicit: `task_vocabulary(...)` builds it (from gin's
-SENTENCEPIECE_MODEL, or the embedded-corpus default), the run's DatasetConfig and evaluators
-carry it, `dataset.get_mixture_or_task(..., vocabulary=...)` puts the task in it, and the
-trainer checks it against the models' vocab_size. `DeferredVocabulary` only defers the
-*training* of the default model to its first use (so `import tasks` trains nothing); its
-model path is a fixed function of its settings, never looked up in global state.
+`DeferredVocabulary` lets registered tasks name their vocabulary before it is decided: it
+asks a function for the model path each time it is used, so a gin binding made after
+`import tasks` (or a default model trained on first use) still takes effect.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 
@@ -23,7 +19,6 @@ import seqio
 import tensorflow as tf
 import sentencepiece
 
-from miniend_jax.data import embedded_corpus, sentencepiece_training
 from miniend_jax.data.errors import VocabularyError
 
 T5_EXTRA_IDS = 100
@@ -137,46 +132,3 @@ class DeferredVocabulary(seqio.Vocabulary):
 
   def __str__(self) -> str:
     return f"DeferredVocabulary(model_path={self._model_path!r}, extra_ids={self.extra_ids})"
-
-
-EMBEDDED_VOCAB_SIZE = 8000
-
-
-@dataclasses.dataclass(frozen=True)
-class EmbeddedCorpusModel:
-  """The path of a SentencePiece model of `vocab_size` pieces trained on the embedded
-  corpus on first use (a few seconds) and cached under `cache_dir` (default
-  ~/.cache/miniend_jax/sentencepiece/, or $XDG_CACHE_HOME/miniend_jax), keyed by the
-  corpus' digest and the size: every later run and every host reuses the same file.
-  Compares by value, so vocabularies built from equal settings are equal."""
-
-  vocab_size: int = EMBEDDED_VOCAB_SIZE
-  cache_dir: str | None = None
-
-  def __call__(self) -> str:
-    return sentencepiece_training.cached_sentencepiece_model(
-        corpus_name="embedded", corpus_digest=embedded_corpus.corpus_digest(),
-        lines=embedded_corpus.sentencepiece_lines, vocab_size=self.vocab_size,
-        cache_dir=self.cache_dir)
-
-
-def task_vocabulary(sentencepiece_model: str | None = None, *,
-                    embedded_vocab_size: int = EMBEDDED_VOCAB_SIZE,
-                    cache_dir: str | None = None) -> seqio.Vocabulary:
-  """A run's vocabulary: the SentencePiece model at `sentencepiece_model` (gin:
-  SENTENCEPIECE_MODEL, e.g. a public T5's spiece.model), or, when None, the embedded-corpus
-  model of `embedded_vocab_size` pieces (EMBEDDED_VOCAB_SIZE), trained on first use."""
-  if sentencepiece_model:
-    return load_vocabulary(os.fspath(sentencepiece_model))
-  return DeferredVocabulary(EmbeddedCorpusModel(embedded_vocab_size, cache_dir))
-
-
-def same_vocabulary(a: seqio.Vocabulary, b: seqio.Vocabulary) -> bool:
-  """Whether two vocabularies map text to the same ids (same SentencePiece model file
-  contents and sentinels), whatever their classes."""
-  if a is b or a == b:
-    return True
-  try:
-    return a.extra_ids == b.extra_ids and a.sp_model == b.sp_model
-  except AttributeError:
-    return False

@@ -20,7 +20,7 @@ from miniend_jax.convert.checkpoint_loading import load_model
 from miniend_jax.convert.step_directories import step_directories, step_of
 from miniend_jax.convert.validation import CheckpointError
 from miniend_jax.data.dataset import get_mixture_or_task
-from miniend_jax.errors import MiniendError
+from miniend_jax.errors import MiniendError, OutputExistsError
 from miniend_jax.evaluation.model_fns import make_predict_fn, make_score_fn
 from miniend_jax.model.config import T5Config
 
@@ -133,7 +133,7 @@ def infer(*, checkpoint_path: str, mixture_or_task_name: str, output_file: str,
           overwrite: bool = False) -> int:
   """Write {"inputs", "prediction"[, "score"]} per example as JSON lines; -> count."""
   if os.path.exists(output_file) and not overwrite:
-    raise FileExistsError(
+    raise OutputExistsError(
         f"{output_file} exists; choose another OUTPUT_FILE or set overwrite=True.")
   provider = get_mixture_or_task(mixture_or_task_name, split=split)
   config, params = load_model(checkpoint_path, model_config)

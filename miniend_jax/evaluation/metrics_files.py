@@ -8,6 +8,7 @@ import json
 import os
 
 from miniend_jax.data import metrics
+from miniend_jax.errors import InputMissingError
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -20,10 +21,10 @@ def latest_task_metrics(eval_dir: str, task: str, *, hint: str = "") -> dict[str
   """{"step": ..., metric: value} of the latest evaluated step in <task>-metrics.jsonl."""
   path = os.path.join(eval_dir, f"{task}-metrics.jsonl")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} is missing: evaluate the model on {task} first{hint}.")
+    raise InputMissingError(f"{path} is missing: evaluate the model on {task} first{hint}.")
   records = read_jsonl(path)
   if not records:
-    raise ValueError(f"{path} holds no evaluation.")
+    raise InputMissingError(f"{path} holds no evaluation.")
   return max(records, key=lambda r: r.get("step", -1))
 
 
@@ -34,7 +35,7 @@ def example_scores(eval_dir: str, task: str, step: int, metric: str) -> list[flo
   "rouge2", "rougeL"). Their mean is the metric the task reports."""
   path = os.path.join(eval_dir, f"{task}-{step:06d}.jsonl")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} is missing: evaluate {task} at step {step} first.")
+    raise InputMissingError(f"{path} is missing: evaluate {task} at step {step} first.")
   records = read_jsonl(path)
   targets = [r["target"] for r in records]
   predictions = [r["prediction"] for r in records]

@@ -22,6 +22,7 @@ import time
 from absl import app, flags
 from absl import logging as absl_logging
 
+from miniend_jax.errors import MiniendError
 from miniend_jax.quickstart import sizes
 
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for every stage and the "
@@ -87,8 +88,7 @@ def main(argv):
                             finetune_teacher=FINETUNE_TEACHER.value, corpus=corpus)
     results = run.run()
     report.write(run, results, invocation_seconds=time.time() - start)
-  except (ValueError, FileNotFoundError, FileExistsError, RuntimeError,
-          FloatingPointError) as error:
+  except MiniendError as error:   # anything else keeps its traceback
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
   print(open(workspace.path("report.md"), encoding="utf-8").read().split("## Stability")[0])

@@ -97,7 +97,8 @@ class Checkpointer:
     self.period = period
     self.model_dir = os.path.abspath(model_dir)
     options = ocp.CheckpointManagerOptions(
-        step_prefix=STEP_PREFIX, enable_async_checkpointing=False, read_only=True) \
+        step_prefix=STEP_PREFIX, enable_async_checkpointing=False, read_only=True,
+        save_interval_steps=0, create=False) \
         if read_only else ocp.CheckpointManagerOptions(
             max_to_keep=keep, step_prefix=STEP_PREFIX, create=True,
             cleanup_tmp_directories=True, enable_async_checkpointing=False)

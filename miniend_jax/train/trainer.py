@@ -81,16 +81,15 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           console_interval_seconds: float = 0.0, on_nonfinite: str = "stop",
           health_examples: int = 8,
           operative_config: Callable[[], str] | None = None) -> dict[str, float]:
-  """Train until `total_steps`, resuming from MODEL_DIR's newest intact checkpoint.
+  """Train to `total_steps` from MODEL_DIR's newest intact checkpoint (or from scratch);
+  returns the last logged metrics.
 
   Args (the gin macro each is bound to in gin_configs/runs/, where there is one):
     model_dir: MODEL_DIR: checkpoints, metrics.jsonl, config.gin, model-info.txt, train/.
-    student_config, objective: the trained model (STUDENT_CONFIG) and the loss
-      (gin_configs/objectives/*.gin).
+    student_config, objective: STUDENT_CONFIG; the loss (gin_configs/objectives/).
     train_dataset_cfg: the data (a seqio task/mixture; BATCH_SIZE is its batch size).
     total_steps: TRAIN_STEPS.
-    optimizer, learning_rate: an optax constructor taking `learning_rate` (e.g.
-      optimizers.adamw) and the schedule (default constant 1e-3).
+    optimizer, learning_rate: an optax constructor (e.g. optimizers.adamw), the schedule.
     teacher_checkpoint, teacher_config, teacher_dtype: TEACHER_CHECKPOINT (Hugging Face,
       t5x or one of our runs), TEACHER_CONFIG (needed for t5x and for a random teacher,
       checked against the weights otherwise), TEACHER_DTYPE (e.g. "bfloat16").
@@ -99,9 +98,9 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     student_init: "random" or "teacher_layers" (copy maximally spaced teacher layers).
     checkpoint_period, keep_checkpoints: every how many steps to save; how many to keep.
     log_period: every how many steps to write metrics (means over the period).
-    model_parallel_size, num_devices, logical_axis_rules: the mesh's "model" axis size,
-      the first N devices to use (default all, of all hosts), logical -> mesh axes.
-    num_microbatches: gradient accumulation steps per update.
+    model_parallel_size, num_devices, logical_axis_rules, num_microbatches: the mesh's
+      "model" axis, the first N devices (default all), logical -> mesh axes; gradient
+      accumulation steps per update.
     report_accuracy: log the student's accuracy and cross-entropy on targets.
     seed: parameter initialisation and dropout.
     inference_evaluator, eval_period: called as (student_config, student_params, step,
@@ -111,9 +110,6 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
       before any checkpoint holds it; "skip" drops such steps' updates.
     health_examples: attention health of this many examples at each checkpoint (0: off).
     operative_config: returns the gin operative config text, written to config.gin.
-
-  Returns:
-    The last logged metrics.
   """
   _check_settings(model_dir=model_dir, total_steps=total_steps, eval_period=eval_period,
                   on_nonfinite=on_nonfinite, student_init=student_init)
@@ -123,9 +119,13 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   mesh = _make_mesh(num_devices, model_parallel_size, train_dataset_cfg.batch_size,
                     num_microbatches)
   _check_vocabulary(vocabulary_size(train_dataset_cfg), student_config, teacher_config)
+  resume_step = _resumable_step(model_dir, student_config)
   initial = None
-  if initial_checkpoint_path and not _check_resumable(model_dir, student_config):
+  if initial_checkpoint_path and not resume_step:
     initial = load_model(initial_checkpoint_path, student_config)[1]   # a bad path refuses
+  # Every host reads the whole global batch and keeps its rows, so the losses do not depend
+  # on the number of hosts. Built now: bad data refuses the run before anything is written.
+  data = BatchIterator(train_dataset_cfg, shard_id=0, num_shards=1, start_step=resume_step)
   schedule = learning_rate or constant(1e-3)
   tx = optimizer(learning_rate=schedule)
   initializer = StateInitializer(
@@ -145,14 +145,14 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   try:
     with partitioning.activate(mesh, logical_axis_rules):
       return _train_checked(settings, checkpointer, initializer, step_config, teacher,
-                            initial, train_dataset_cfg, operative_config)
+                            initial, data, train_dataset_cfg, operative_config)
   finally:
     checkpointer.close()
 
 
 def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
                    initializer: StateInitializer, step_config: StepConfig,
-                   teacher: FrozenModel | None, initial: Any,
+                   teacher: FrozenModel | None, initial: Any, data: BatchIterator,
                    dataset_cfg: DatasetConfig, operative_config: Callable[[], str] | None,
                    ) -> dict[str, float]:
   """The checked run, under its mesh: place the teacher, restore or init the state, write
@@ -164,6 +164,8 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
   state, start_step = initializer.from_checkpoint_or_scratch(
       checkpointer, state_shardings, initial_student=lambda: initial,
       teacher_params=teacher_params)
+  if start_step != data.step:   # fell back past a corrupt checkpoint: read from there
+    data = BatchIterator(dataset_cfg, shard_id=0, num_shards=1, start_step=start_step)
   _write_run_files(model_dir, operative_config, teacher, initializer.student_config,
                    state.params, teacher_params, mesh, rules)
   step_fn = jax.jit(functools.partial(train_step, step_config),
@@ -174,10 +176,7 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
                          console_interval_seconds=settings.console_interval_seconds)
   try:
     return TrainLoop(
-        settings=settings, step_fn=step_fn, teacher_params=teacher_params,
-        # Every host reads the whole global batch stream and keeps its own rows: the
-        # batches, and so the losses, are the same whatever the number of hosts.
-        data=BatchIterator(dataset_cfg, shard_id=0, num_shards=1, start_step=start_step),
+        settings=settings, step_fn=step_fn, teacher_params=teacher_params, data=data,
         mesh=mesh, batch_size=dataset_cfg.batch_size, checkpointer=checkpointer,
         writer=writer, student_config=initializer.student_config, model_dir=model_dir,
     ).run(state, start_step)
@@ -218,17 +217,17 @@ def _make_mesh(num_devices: int | None, model_parallel_size: int, batch_size: in
   return mesh
 
 
-def _check_resumable(model_dir: str, student_config: T5Config) -> bool:
-  """Whether MODEL_DIR holds checkpoints to resume (of this student's architecture),
-  found without writing anything."""
+def _resumable_step(model_dir: str, student_config: T5Config) -> int:
+  """The step of MODEL_DIR's newest checkpoint (0: none), refused when it holds another
+  student's architecture; found without writing anything."""
   if not os.path.isdir(model_dir):
-    return False
+    return 0
   existing = Checkpointer(model_dir, period=1, read_only=True)
   try:
     step = existing.latest_step()
     if step:
       existing.check_config(step, student_config)
-    return bool(step)
+    return step or 0
   finally:
     existing.close()
 
