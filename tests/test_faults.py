@@ -138,6 +138,22 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(
   _assert_same_run(model_dir, single_device_run)
 
 
+def test_own_checkpoint_loaded_as_a_model_is_fingerprint_verified(tmp_path, single_device_run):
+  """One of our checkpoints given as TEACHER_CHECKPOINT / INITIAL_CHECKPOINT_PATH (or to
+  eval and export) is checked against its saved fingerprints: readable files with a wrong
+  number are refused, naming the checkpoint, and an intact copy loads."""
+  intact = str(tmp_path / "intact" / "checkpoint_4")
+  altered = str(tmp_path / "altered" / "checkpoint_4")
+  shutil.copytree(os.path.join(single_device_run, "checkpoint_4"), intact)
+  shutil.copytree(intact, altered)
+  _alter_one_element(altered)
+  config, params = load_model(intact)
+  assert params["encoder"]["layers_0"]["attention"]["query"]["kernel"].shape[0] == \
+      config.emb_dim
+  with pytest.raises(CorruptCheckpointError, match="altered.*differ from what was saved"):
+    load_model(altered)
+
+
 def test_every_checkpoint_corrupt_is_an_error_that_moves_nothing(
     tmp_path, single_device_run, sentencepiece_model):
   model_dir = str(tmp_path / "run")
