@@ -6,7 +6,8 @@ gin-configurable, so a run picks its vocabulary in its gin file, after `import t
 
     tasks.vocabulary.sentencepiece_model_path.path = "/checkpoints/t5_1_1_base/spiece.model"
 
-(or `sentencepiece_model_path.path = ...` for short; in Python:
+(the run files bind it to the SENTENCEPIECE_MODEL macro, so `--gin.SENTENCEPIECE_MODEL=
+\"/path/spiece.model\"` sets it; or `sentencepiece_model_path.path = ...`; in Python:
 `gin.bind_parameter("tasks.vocabulary.sentencepiece_model_path.path", path)`). Without a
 path, the default is a SentencePiece model of `embedded_vocab_size` pieces trained on the
 embedded corpus on first use (a few seconds) and cached under `cache_dir` (default
