@@ -172,8 +172,8 @@ class T5Config:
       "this", "other"), ignore: tuple[str, ...] = (), also: tuple[str, ...] = ()
                                ) -> list[str]:
     """What keeps `other` from being the same model as this config: one "field: NAME1 x
-    vs NAME2 y" entry per differing field of RUNTIME-independent architecture
-    (ARCHITECTURE_FIELDS, minus `ignore`, plus `also`). Empty when the same weights
+    vs NAME2 y" entry per differing field of ARCHITECTURE_FIELDS (minus `ignore`, plus
+    `also`). Empty when the same weights
     compute the same function under both (dropout, compute dtype, storage dtype and
     rematerialisation are how a model is run, not what it is).
 

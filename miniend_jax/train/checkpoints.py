@@ -211,8 +211,3 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.close()
 
-
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs (with shardings) for restoring into arrays laid out like `tree`."""
-  return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -75,6 +75,9 @@ class PeriodMetrics:
   possible, and the period's throughput counts."""
 
   def __init__(self):
+    self._start_period()
+
+  def _start_period(self) -> None:
     self.pending: list = []    # per-step device metrics
     self.fetched: list = []    # host copies of the first len(fetched) entries of pending
     self.start, self.sequences, self.target_tokens = time.time(), 0, 0
@@ -97,7 +100,7 @@ class PeriodMetrics:
     means["timing/steps_per_second"] = len(self.pending) / elapsed
     means["timing/seqs_per_second"] = self.sequences / elapsed
     means["timing/target_tokens_per_second"] = self.target_tokens / elapsed
-    self.__init__()
+    self._start_period()
     return means
 
 

@@ -12,7 +12,6 @@ never builds a random state it would throw away.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -99,15 +98,14 @@ class StateInitializer:
     return TrainState(step=replicated, params=params, opt_state=opt_state)
 
   def from_checkpoint_or_scratch(
-      self, checkpointer: Checkpointer, shardings: TrainState, *,
-      initial_student: Callable[[], Any] | None, teacher_params: Any,
-      ) -> tuple[TrainState, int]:
+      self, checkpointer: Checkpointer, abstract: TrainState, shardings: TrainState, *,
+      initial_student: Any, teacher_params: Any) -> tuple[TrainState, int]:
     """(state, step): the newest intact checkpoint (step > 0), else a new state (step 0).
 
-    `initial_student` returns the weights to start a new student from (INITIAL_
-    CHECKPOINT_PATH); it is called only when no checkpoint exists.
+    `abstract` and `shardings` come from `abstract_state` and `shardings`.
+    `initial_student`: the weights a new student starts from (INITIAL_CHECKPOINT_PATH),
+    or None; unused when a checkpoint is restored.
     """
-    abstract = self.abstract_state()
     with_shardings = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     if checkpointer.latest_step() is not None:
@@ -115,7 +113,6 @@ class StateInitializer:
       if restored is not None:
         logging.info("Resumed from %s at step %d.", checkpointer.model_dir, step)
         return restored, step
-    initial = initial_student() if initial_student is not None else None
     state = jax.jit(self._create, out_shardings=shardings)(
-        jax.random.key(self.seed), initial, teacher_params)
+        jax.random.key(self.seed), initial_student, teacher_params)
     return state, 0

@@ -160,9 +160,10 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
   mesh, rules, model_dir = initializer.mesh, initializer.rules, checkpointer.model_dir
   teacher_params, teacher_shardings = (
       teacher.place(mesh, rules, settings.seed + 1) if teacher else (None, None))
-  state_shardings = initializer.shardings(initializer.abstract_state())
+  abstract_state = initializer.abstract_state()
+  state_shardings = initializer.shardings(abstract_state)
   state, start_step = initializer.from_checkpoint_or_scratch(
-      checkpointer, state_shardings, initial_student=lambda: initial,
+      checkpointer, abstract_state, state_shardings, initial_student=initial,
       teacher_params=teacher_params)
   if start_step != data.step:   # fell back past a corrupt checkpoint: read from there
     data = BatchIterator(dataset_cfg, shard_id=0, num_shards=1, start_step=start_step)
