@@ -23,7 +23,8 @@ CHECKPOINT_DIR = flags.DEFINE_string("checkpoint_dir", None, "Checkpoint to expo
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Hugging Face directory to write.",
                                  required=True)
 VOCABULARY = flags.DEFINE_string("vocabulary", None,
-                                 "SentencePiece model to ship as spiece.model.")
+                                 "SentencePiece model to ship as spiece.model (default: the "
+                                 "run directory's spiece.model, if it has one).")
 MODEL_PRESET = flags.DEFINE_string("model_preset", None,
                                    "Architecture of a t5x checkpoint (they record none).")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty output directory.")

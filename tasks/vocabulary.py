@@ -1,45 +1,23 @@
-"""The vocabulary of every registered task, decided when data is first read.
+"""The vocabulary every task is registered with: the embedded-corpus default.
 
-All tasks share one `DeferredVocabulary`, so teacher, student and every task agree on
-token ids. It asks `sentencepiece_model_path()` for the model at each use; that function is
-gin-configurable, so a run picks its vocabulary in its gin file, after `import tasks`:
-
-    tasks.vocabulary.sentencepiece_model_path.path = "/checkpoints/t5_1_1_base/spiece.model"
-
-(the run files bind it to the SENTENCEPIECE_MODEL macro, so `--gin.SENTENCEPIECE_MODEL=
-\"/path/spiece.model\"` sets it; or `sentencepiece_model_path.path = ...`; in Python:
-`gin.bind_parameter("tasks.vocabulary.sentencepiece_model_path.path", path)`). Without a
-path, the default is a SentencePiece model of `embedded_vocab_size` pieces trained on the
-embedded corpus on first use (a few seconds) and cached under `cache_dir` (default
-~/.cache/miniend_jax/sentencepiece/, or $XDG_CACHE_HOME/miniend_jax), keyed by the corpus'
-digest and the size, so every later run and every host reuses the same file.
+All tasks share one vocabulary, so teacher, student and every task agree on token ids. It is
+`miniend_jax.data.vocabulary.task_vocabulary()`: a SentencePiece model of 8000 pieces trained
+on the embedded corpus on first use (a few seconds) and cached, so importing `tasks` costs
+nothing. A run that reads another vocabulary passes it explicitly: `DatasetConfig.vocabulary`,
+`evaluate(vocabulary=...)`, `infer(vocabulary=...)`, `InferenceEvaluator(vocabulary=...)`,
+which runs/*.gin bind to `VOCABULARY = @vocabulary.task_vocabulary()`, set by
+`--gin.SENTENCEPIECE_MODEL=\\"/path/spiece.model\\"`; in Python,
+`dataset.get_mixture_or_task(name, vocabulary=...)` gives the task reading it. The
+registered tasks themselves never change.
 """
 
 from __future__ import annotations
 
-import gin
 import seqio
 
-from miniend_jax.data import embedded_corpus, sentencepiece_training
-from miniend_jax.data.vocabulary import DeferredVocabulary
+from miniend_jax.data.vocabulary import task_vocabulary
 
-EMBEDDED_VOCAB_SIZE = 8000
-
-
-@gin.configurable
-def sentencepiece_model_path(path: str | None = None, *,
-                             embedded_vocab_size: int = EMBEDDED_VOCAB_SIZE,
-                             cache_dir: str | None = None) -> str:
-  """The SentencePiece model the tasks use: `path`, or the cached embedded-corpus model."""
-  if path:
-    return path
-  return sentencepiece_training.cached_sentencepiece_model(
-      corpus_name="embedded", corpus_digest=embedded_corpus.corpus_digest(),
-      lines=embedded_corpus.sentencepiece_lines, vocab_size=embedded_vocab_size,
-      cache_dir=cache_dir)
-
-
-VOCABULARY = DeferredVocabulary(sentencepiece_model_path)
+VOCABULARY = task_vocabulary()
 
 
 def output_features() -> dict[str, seqio.Feature]:

@@ -48,19 +48,13 @@ def single_device_run(tmp_path_factory, sentencepiece_model) -> str:
   return model_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def task_vocabulary(sentencepiece_model):
-  """Points every registered task at the session's SentencePiece model (via gin, as a run
-  would) and returns the tasks' shared vocabulary. Module-scoped, so module fixtures can
-  use it; bound again per module in case another test cleared gin's config."""
-  import gin
+  """The session's SentencePiece model as the vocabulary a run passes to its tasks
+  (DatasetConfig.vocabulary, get_mixture_or_task(..., vocabulary=...))."""
+  from miniend_jax.data.vocabulary import task_vocabulary as vocabulary_of
 
-  import tasks
-
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.vocabulary.sentencepiece_model_path.path",
-                       sentencepiece_model)
-  return tasks.vocabulary.VOCABULARY
+  return vocabulary_of(sentencepiece_model)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import shutil
 import stat
 
 import pytest
+import seqio
 
 from miniend_jax.convert.validation import CheckpointError
 from miniend_jax.data.errors import CorpusError, DataError, UnknownTaskError, VocabularyError
@@ -43,6 +44,18 @@ def _teacher_dir_with(paths, files):
   for name, content in files.items():
     with open(os.path.join(teacher, name), "w") as f:
       f.write(content)
+  return [f"TEACHER_CHECKPOINT = '{teacher}'"]
+
+
+# seqio's own test model: T5's special ids, other pieces than the session's vocabulary.
+OTHER_SENTENCEPIECE_MODEL = os.path.join(os.path.dirname(seqio.__file__), "test_data",
+                                         "sentencepiece", "sentencepiece.model")
+
+
+def _teacher_with_other_vocabulary(paths):
+  teacher = os.path.join(paths["scratch"], "teacher")
+  shutil.copytree(paths["finished_run"], teacher)
+  shutil.copyfile(OTHER_SENTENCEPIECE_MODEL, os.path.join(teacher, "spiece.model"))
   return [f"TEACHER_CHECKPOINT = '{teacher}'"]
 
 
@@ -101,7 +114,7 @@ CASES = [
      lambda p: _corpus(p, "docs.jsonl", b'{"body": "words"}\n'), CorpusError,
      "no string field 'text'"),
     ("vocabulary_missing", "a SentencePiece model path that does not exist", (TINY,),
-     lambda p: ["tasks.vocabulary.sentencepiece_model_path.path = '/nonexistent/spiece.model'"],
+     lambda p: ["SENTENCEPIECE_MODEL = '/nonexistent/spiece.model'"],
      VocabularyError, "/nonexistent/spiece.model"),
     # ---- checkpoints and paths ----
     ("teacher_missing", "a TEACHER_CHECKPOINT that does not exist", (TINY,),
@@ -119,6 +132,14 @@ CASES = [
     ("resume_other_objective", "resuming a MODEL_DIR with an objective that has parameters",
      (TINY, "objectives/hidden_mse.gin"), lambda p: _resume_as(p), CheckpointError,
      "different training state.*another optimizer or objective"),
+    ("teacher_other_vocabulary", "a TEACHER_CHECKPOINT carrying another SentencePiece model",
+     (TINY,), _teacher_with_other_vocabulary, VocabularyError,
+     r"TEACHER_CHECKPOINT .*teacher' carries the SentencePiece model .*teacher/spiece.model, "
+     "which is not the run's vocabulary"),
+    ("resume_other_vocabulary", "resuming a MODEL_DIR with another SENTENCEPIECE_MODEL",
+     (TINY,), lambda p: _resume_as(p, f"SENTENCEPIECE_MODEL = '{OTHER_SENTENCEPIECE_MODEL}'"),
+     VocabularyError, r"MODEL_DIR \(resumed\) .* carries the SentencePiece model "
+     r".*run/spiece.model.*or change MODEL_DIR"),
     ("model_dir_is_file", "MODEL_DIR inside a file", (TINY,),
      lambda p: [f"MODEL_DIR = '{p['model_dir']}/notes.txt/run'"], TrainError, "is a file"),
 ]
@@ -203,7 +224,8 @@ def test_documents_longer_than_a_sequence_fill_several(paths, task_vocabulary):
     f.write(" ".join(f"word{i % 97} value{i % 13}" for i in range(1500)) + "\n")
   name = pretraining.corpus_span_corruption(path, validation_percent=0.0, name="long_line")
   batches = BatchIterator(DatasetConfig(name, {"inputs": 64, "targets": 16}, "train",
-                                        batch_size=4, shuffle=False, num_epochs=1))
+                                        batch_size=4, shuffle=False, num_epochs=1,
+                                        vocabulary=task_vocabulary))
   rows = [row for batch in batches for row in batch["encoder_input_tokens"]]
   assert len(rows) >= 8 and all((row != 0).sum() > 32 for row in rows)
   assert len({tuple(row) for row in rows}) == len(rows)

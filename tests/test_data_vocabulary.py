@@ -13,7 +13,7 @@ import sentencepiece
 
 from miniend_jax.data import embedded_corpus, sentencepiece_training
 from miniend_jax.data.errors import CorpusError, VocabularyError
-from miniend_jax.data.vocabulary import DeferredVocabulary, load_vocabulary
+from miniend_jax.data.vocabulary import load_vocabulary, same_vocabulary, task_vocabulary
 
 # seqio's own test model: a SentencePiece model made outside this project with T5's ids.
 SEQIO_MODEL = os.path.join(os.path.dirname(seqio.__file__), "test_data", "sentencepiece",
@@ -136,20 +136,53 @@ def test_command_trains_the_same_model_as_the_function(tmp_path, lines):
   assert "Traceback" not in result.stderr
 
 
-def test_deferred_vocabulary_follows_its_path(tmp_path, lines, sentencepiece_model):
+def test_task_vocabulary_loads_on_first_use_and_compares_by_model(tmp_path, lines,
+                                                                  sentencepiece_model):
   small = str(tmp_path / "small.model")
   sentencepiece_training.write_atomically(
       small, sentencepiece_training.train_sentencepiece(lines, vocab_size=300))
-  current = {"path": sentencepiece_model}
-  vocabulary = DeferredVocabulary(lambda: current["path"])
-  assert vocabulary.vocab_size == 1100
-  assert vocabulary.encode("<extra_id_0>") == [1099]
-  current["path"] = small
-  assert vocabulary.vocab_size == 400
+  vocabulary = task_vocabulary(small)
+  assert vocabulary == task_vocabulary(small) and vocabulary._loaded is None  # Not loaded yet.
+  assert vocabulary.vocab_size == 400 and vocabulary.encode("<extra_id_0>") == [399]
   assert vocabulary.decode(vocabulary.encode("Return the value.")) == "Return the value."
+  copy = str(tmp_path / "copy" / "spiece.model")
+  os.makedirs(os.path.dirname(copy))
+  with open(small, "rb") as source, open(copy, "wb") as target:
+    target.write(source.read())
+  assert vocabulary != task_vocabulary(copy)      # Other settings...
+  assert same_vocabulary(vocabulary, task_vocabulary(copy))   # ...the same model.
+  assert same_vocabulary(vocabulary, load_vocabulary(copy))
+  assert not same_vocabulary(vocabulary, task_vocabulary(sentencepiece_model))
+  with pytest.raises(VocabularyError, match="No SentencePiece model at '/nonexistent"):
+    task_vocabulary("/nonexistent/spiece.model")   # A given path is checked at once.
 
 
-def test_task_vocabulary_pickles_and_compares_by_setting(task_vocabulary):
-  copy = pickle.loads(pickle.dumps(task_vocabulary))
-  assert copy == task_vocabulary and hash(copy) == hash(task_vocabulary)
-  assert copy.vocab_size == task_vocabulary.vocab_size == 1100
+def test_a_model_directory_carrying_another_vocabulary_is_refused(tmp_path, lines,
+                                                                  sentencepiece_model):
+  from miniend_jax.convert.model_vocabulary import (check_model_vocabulary, vocabulary_file,
+                                                    write_model_vocabulary)
+
+  vocabulary = task_vocabulary(sentencepiece_model)
+
+  run = tmp_path / "run"
+  (run / "checkpoint_4").mkdir(parents=True)
+  assert vocabulary_file(str(run)) is None
+  check_model_vocabulary(str(run), vocabulary, "TEACHER_CHECKPOINT")  # Nothing to check.
+  write_model_vocabulary(str(run), vocabulary)
+  assert vocabulary_file(str(run / "checkpoint_4")) == str(run / "spiece.model")
+  check_model_vocabulary(str(run / "checkpoint_4"), vocabulary, "TEACHER_CHECKPOINT")
+  other = str(tmp_path / "other.model")
+  sentencepiece_training.write_atomically(
+      other, sentencepiece_training.train_sentencepiece(lines, vocab_size=300))
+  with pytest.raises(VocabularyError, match=rf"TEACHER_CHECKPOINT '{run}/checkpoint_4' carries "
+                                            rf"the SentencePiece model {run}/spiece.model.*"
+                                            "set SENTENCEPIECE_MODEL"):
+    check_model_vocabulary(str(run / "checkpoint_4"), task_vocabulary(other),
+                           "TEACHER_CHECKPOINT")
+
+
+def test_task_vocabulary_pickles_and_compares_by_setting(sentencepiece_model):
+  vocabulary = task_vocabulary(sentencepiece_model)
+  copy = pickle.loads(pickle.dumps(vocabulary))
+  assert copy == vocabulary and hash(copy) == hash(vocabulary)
+  assert copy.vocab_size == vocabulary.vocab_size == 1100

@@ -6,12 +6,12 @@ import hashlib
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 import seqio
 
 from miniend_jax import gin_cli
+from miniend_jax.data.dataset import with_vocabulary
 from miniend_jax.data.errors import CorpusError, DataError
 from miniend_jax.evaluation import evaluator
 from tasks import downstream_files
@@ -33,15 +33,6 @@ def _write(path, lines, *, ending="\n", encoding="utf-8"):
 
 def _jsonl(path, records):
   return _write(path, [json.dumps(record) for record in records])
-
-
-@pytest.fixture
-def vocabulary_bound(sentencepiece_model):
-  """The tasks' vocabulary bound to the session's SentencePiece model, as a run binds it
-  (function-scoped: a run through gin_cli clears gin's config when it ends)."""
-  with gin.unlock_config():
-    gin.bind_parameter("tasks.vocabulary.sentencepiece_model_path.path", sentencepiece_model)
-  return sentencepiece_model
 
 
 def test_files_task_finetunes_and_evaluates_through_train_and_eval(
@@ -92,7 +83,7 @@ def test_files_task_finetunes_and_evaluates_through_train_and_eval(
         evaluator.evaluate, ["runs/eval.gin", DATA],
         [f'CHECKPOINT_PATH = "{checkpoint_path}"', f'EVAL_OUTPUT_DIR = "{eval_output_dir}"',
          "BATCH_SIZE = 16", *data,
-         f'tasks.vocabulary.sentencepiece_model_path.path = "{sentencepiece_model}"'])
+         f'SENTENCEPIECE_MODEL = "{sentencepiece_model}"'])
 
   eval_output_dir = str(tmp_path / "eval")
   results = evaluate(model_dir, eval_output_dir)
@@ -117,7 +108,7 @@ def _source_examples(task, split, **kwargs):
 
 
 def test_tsv_and_jsonl_split_by_percent_into_disjoint_deterministic_splits(
-    tmp_path, vocabulary_bound):
+    tmp_path, task_vocabulary):
   """Train files alone: every example lands in exactly one split, the one its id hashes
   to, whichever source object or shuffle reads it; .tsv columns are found by the header
   (with a byte-order mark and Windows line endings), JSON numbers become text."""
@@ -150,8 +141,8 @@ def test_tsv_and_jsonl_split_by_percent_into_disjoint_deterministic_splits(
   assert _source_examples(again, "validation", shuffle=True, seed=5) == validation
   assert _source_examples(again, "train", shuffle=True, seed=5) == train
   # The task's own pipeline: tokenized, nothing dropped, text as given.
-  tokenized = list(task.get_dataset({"inputs": 32, "targets": 4}, "validation",
-                                    shuffle=False))
+  tokenized = list(with_vocabulary(task, task_vocabulary).get_dataset(
+      {"inputs": 32, "targets": 4}, "validation", shuffle=False))
   assert [(e["inputs_pretokenized"].numpy().decode(),
            e["targets_pretokenized"].numpy().decode()) for e in tokenized] == list(
                validation.values())

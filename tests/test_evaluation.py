@@ -17,7 +17,7 @@ LENGTHS = "{'inputs': 48, 'targets': 6}"
 def run(entry_point, gin_file, vocabulary, *bindings):
   gin.clear_config()
   gin_cli.parse([gin_file], [
-      f'tasks.vocabulary.sentencepiece_model_path.path = "{vocabulary}"',
+      f'SENTENCEPIECE_MODEL = "{vocabulary}"',
       f'MIXTURE_OR_TASK_NAME = "{TASK}"', f"TASK_FEATURE_LENGTHS = {LENGTHS}",
       "NUM_EXAMPLES = 12", "BATCH_SIZE = 8", *bindings])
   try:

@@ -202,17 +202,17 @@ def test_attention_health_is_reported_for_every_model(miniature, report):
 def test_validation_loss_equals_an_independent_recomputation(miniature, report):
   """The report's span-corruption loss, recomputed here with NumPy from the models' logits
   on the same validation batches."""
-  import gin  # pylint: disable=g-import-not-at-top
   import tasks  # pylint: disable=g-import-not-at-top
+  from miniend_jax.data.vocabulary import task_vocabulary  # pylint: disable=g-import-not-at-top
   output_dir, _ = miniature
   size = sizes.SIZES["miniature"]
   tasks.embedded.register()
-  with pipeline.tasks_vocabulary(os.path.join(output_dir, "vocabulary", "spiece.model")):
-    config = DatasetConfig(pipeline.PRETRAINING_TASK, size.pretrain_lengths, "validation",
-                           batch_size=size.batch_size, shuffle=False, num_epochs=1)
-    batches = [b for _, b in zip(range(size.validation_batches),
-                                 BatchIterator(config, shard_id=0, num_shards=1))]
-    assert gin.query_parameter(pipeline.VOCABULARY_TASK_BINDING).endswith("spiece.model")
+  config = DatasetConfig(pipeline.PRETRAINING_TASK, size.pretrain_lengths, "validation",
+                         batch_size=size.batch_size, shuffle=False, num_epochs=1,
+                         vocabulary=task_vocabulary(
+                             os.path.join(output_dir, "vocabulary", "spiece.model")))
+  batches = [b for _, b in zip(range(size.validation_batches),
+                               BatchIterator(config, shard_id=0, num_shards=1))]
   for model in ("teacher", "student_miniend_e"):
     model_config, params = load_model(os.path.join(output_dir, _pretrained(model)))
     total, count, example_nll = 0.0, 0, []

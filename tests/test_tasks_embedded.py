@@ -3,6 +3,7 @@
 import seqio
 
 from miniend_jax.data import embedded_corpus
+from miniend_jax.data.dataset import get_mixture_or_task
 
 
 def _source_texts(task_name, split, key):
@@ -25,7 +26,7 @@ def test_sizes_are_reported(task_vocabulary, capsys):
   assert min(validation["topic_examples_per_label"].values()) >= 5
 
 
-def test_task_splits_do_not_leak(task_vocabulary):
+def test_task_splits_do_not_leak():
   for task_name, key in (("embedded_span_corruption", "text"),
                          ("embedded_summarization", "document"),
                          ("embedded_topic_classification", "text")):
@@ -44,12 +45,14 @@ def test_task_splits_do_not_leak(task_vocabulary):
 
 def test_downstream_examples_are_text_to_text(task_vocabulary):
   lengths = {"inputs": 512, "targets": 64}
-  summary = next(iter(seqio.TaskRegistry.get("embedded_summarization").get_dataset(
-      lengths, "validation", shuffle=False)))
+  summary = next(iter(get_mixture_or_task(
+      "embedded_summarization", vocabulary=task_vocabulary).get_dataset(
+          lengths, "validation", shuffle=False)))
   first = embedded_corpus.summarization_examples("validation")[0]
   assert summary["inputs_pretokenized"].numpy().decode() == "summarize: " + first["document"]
   assert summary["targets_pretokenized"].numpy().decode() == first["summary"]
-  topic_task = seqio.TaskRegistry.get("embedded_topic_classification")
+  topic_task = get_mixture_or_task("embedded_topic_classification",
+                                   vocabulary=task_vocabulary)
   topic = next(iter(topic_task.get_dataset(lengths, "validation", shuffle=False)))
   first = embedded_corpus.topic_examples("validation")[0]
   assert topic["inputs_pretokenized"].numpy().decode() == "topic: " + first["text"]

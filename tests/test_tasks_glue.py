@@ -11,7 +11,7 @@ from tests.tiny_datasets import GLUE_EXAMPLES
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _data(task_vocabulary, tiny_tfds_data_dir):
+def _data(tiny_tfds_data_dir):
   return tiny_tfds_data_dir
 
 

@@ -8,7 +8,9 @@ import pytest
 import seqio
 
 import tasks
-from miniend_jax.data.dataset import BatchIterator, DatasetConfig
+from miniend_jax.data.dataset import BatchIterator, DatasetConfig, get_mixture_or_task
+from miniend_jax.data import vocabulary as vocabularies
+from miniend_jax.data.vocabulary import load_vocabulary, same_vocabulary
 from miniend_jax.data.span_corruption import random_spans_helper
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -34,13 +36,14 @@ def test_all_expected_names_are_registered():
 
 
 @pytest.mark.parametrize("name", SPAN_CORRUPTION + GLUE + SUMMARIZATION + OTHER + MIXTURES)
-def test_task_yields_batches_of_the_requested_shapes(name):
+def test_task_yields_batches_of_the_requested_shapes(name, task_vocabulary):
   provider = seqio.get_mixture_or_task(name)
   split = next(s for s in ("train", "validation", "test") if s in provider.splits)
   lengths = {"inputs": 64, "targets": 16}
   assert random_spans_helper(64)[1] <= lengths["targets"]
   iterator = BatchIterator(
-      DatasetConfig(name, lengths, split, batch_size=2, shuffle=False, seed=0),
+      DatasetConfig(name, lengths, split, batch_size=2, shuffle=False, seed=0,
+                    vocabulary=task_vocabulary),
       shard_id=0, num_shards=1)
   batch = next(iterator)
   assert {k: v.shape for k, v in batch.items()} == {
@@ -76,7 +79,7 @@ def test_the_library_never_imports_or_registers_tasks():
     assert "Registry.add" not in path.read_text(), path
 
 
-def test_registration_is_repeatable():
+def test_registration_is_repeatable(task_vocabulary):
   names = SPAN_CORRUPTION + GLUE + SUMMARIZATION + OTHER
   for name in names:
     seqio.TaskRegistry.remove(name)
@@ -85,22 +88,50 @@ def test_registration_is_repeatable():
   tasks.register_all()  # Again: replaces, no duplicate-registration error.
   assert set(names) <= set(seqio.TaskRegistry.names())
   assert "glue_v002_proportional" in seqio.MixtureRegistry.names()
-  task = seqio.TaskRegistry.get("glue_sst2_v002")
-  assert task.output_features["inputs"].vocabulary is tasks.vocabulary.VOCABULARY
+  registered = seqio.TaskRegistry.get("glue_sst2_v002")
+  assert registered.output_features["inputs"].vocabulary is tasks.vocabulary.VOCABULARY
+  task = get_mixture_or_task("glue_sst2_v002", vocabulary=task_vocabulary)
   np.testing.assert_array_equal(  # Still readable after re-registration.
       next(iter(task.get_dataset({"inputs": 32, "targets": 4}, "train", shuffle=False)))[
           "targets"], task.output_features["targets"].vocabulary.encode("positive") + [1])
 
 
-def test_gin_file_imports_tasks_and_sets_the_vocabulary(sentencepiece_model):
+def test_a_run_passes_its_vocabulary_and_the_registry_keeps_its_own(task_vocabulary,
+                                                                     sentencepiece_model):
+  mixture = get_mixture_or_task("glue_v002_proportional", vocabulary=task_vocabulary)
+  registered = seqio.MixtureRegistry.get("glue_v002_proportional")
+  assert mixture is not registered and mixture.name == registered.name
+  assert {t.name: mixture.get_rate(t) for t in mixture.tasks} == {
+      t.name: registered.get_rate(t) for t in registered.tasks}
+  for task in mixture.tasks:
+    assert all(f.vocabulary is task_vocabulary for f in task.output_features.values())
+  for task in registered.tasks:  # The registry is not changed.
+    assert all(f.vocabulary is tasks.vocabulary.VOCABULARY
+               for f in task.output_features.values())
+  assert get_mixture_or_task("glue_sst2_v002", vocabulary=tasks.vocabulary.VOCABULARY) is (
+      seqio.TaskRegistry.get("glue_sst2_v002"))   # Its own vocabulary: the task itself.
+  assert same_vocabulary(task_vocabulary, load_vocabulary(sentencepiece_model))
+
+
+def test_run_files_bind_the_vocabulary_from_sentencepiece_model(sentencepiece_model):
+  import copy
+
   import gin
 
-  with gin.unlock_config():
-    gin.parse_config(f"import tasks\n"
-                     f"tasks.vocabulary.sentencepiece_model_path.path = "
-                     f"'{sentencepiece_model}'")
-  assert tasks.vocabulary.sentencepiece_model_path() == sentencepiece_model
-  assert tasks.vocabulary.VOCABULARY.sentencepiece_model_file == sentencepiece_model
+  from miniend_jax.gin_cli import PACKAGE_GIN_DIR
+
+  gin.clear_config()
+  try:
+    gin.add_config_file_search_path(PACKAGE_GIN_DIR)
+    with gin.unlock_config():
+      gin.parse_config_files_and_bindings(
+          ["runs/eval.gin"], [f"SENTENCEPIECE_MODEL = '{sentencepiece_model}'"],
+          skip_unknown=False, finalize_config=False)
+    vocabulary = copy.deepcopy(gin.query_parameter("%VOCABULARY"))  # Evaluates the call.
+    assert same_vocabulary(vocabulary, load_vocabulary(sentencepiece_model))
+    assert vocabulary.vocab_size == 1100
+  finally:
+    gin.clear_config()
 
 
 def test_default_vocabulary_is_trained_on_the_embedded_corpus_and_cached(tmp_path,
@@ -111,12 +142,12 @@ def test_default_vocabulary_is_trained_on_the_embedded_corpus_and_cached(tmp_pat
 
   lines = list(itertools.islice(embedded_corpus.sentencepiece_lines(), 2000))
   monkeypatch.setattr(embedded_corpus, "sentencepiece_lines", lambda: iter(lines))
-  path = tasks.vocabulary.sentencepiece_model_path(
-      None, embedded_vocab_size=500, cache_dir=str(tmp_path))
+  model = vocabularies.EmbeddedCorpusModel(vocab_size=500, cache_dir=str(tmp_path))
+  path = model()
   digest = embedded_corpus.corpus_digest()[:16]
   assert path == str(tmp_path / "sentencepiece" / f"embedded-{digest}-v500-r1.model")
-  assert tasks.vocabulary.sentencepiece_model_path(
-      None, embedded_vocab_size=500, cache_dir=str(tmp_path)) == path
+  assert model() == path
+  assert vocabularies.task_vocabulary(embedded_vocab_size=500, cache_dir=str(tmp_path)).vocab_size == 600
 
 
 def test_a_tfds_dataset_that_is_not_prepared_is_a_clear_error():

@@ -19,8 +19,7 @@ FAST = ["TRAIN_STEPS = 4", "LOG_PERIOD = 1", "CHECKPOINT_PERIOD = 2"]
 
 def train_with(model_dir, *bindings, gin_files=(TINY,), vocabulary=None):
   """Run the configured trainer in this process (as `python -m miniend_jax.train` does)."""
-  extra = [f'tasks.vocabulary.sentencepiece_model_path.path = "{vocabulary}"'] \
-      if vocabulary else []
+  extra = [f'SENTENCEPIECE_MODEL = "{vocabulary}"'] if vocabulary else []
   return gin_cli.call_configured(
       trainer.train, list(gin_files), [f'MODEL_DIR = "{model_dir}"', *FAST, *extra, *bindings],
       operative_config=gin.operative_config_str)
@@ -37,7 +36,7 @@ def cli(model_dir, *flags, env=None, vocabulary=None, **popen):
   command = [sys.executable, "-m", "miniend_jax.train", f"--gin_file={TINY}",
              f'--gin.MODEL_DIR="{model_dir}"'] + [f"--gin.{b.replace(' = ', '=')}" for b in FAST]
   if vocabulary:
-    command.append(f'--gin.tasks.vocabulary.sentencepiece_model_path.path="{vocabulary}"')
+    command.append(f'--gin.SENTENCEPIECE_MODEL="{vocabulary}"')
   environment = {**os.environ, "PYTHONPATH": REPO, **(env or {})}
   popen.setdefault("stdout", subprocess.PIPE)
   return subprocess.Popen(command + list(flags), cwd=REPO, env=environment,

@@ -13,6 +13,7 @@ import numpy as np
 
 from miniend_jax.convert import hf
 from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.convert.model_vocabulary import vocabulary_file
 from miniend_jax.model import Transformer, preset
 from miniend_jax.model.config import T5Config
 
@@ -41,9 +42,12 @@ def verify_with_transformers(config: T5Config, params, output_dir: str, *,
 def export(checkpoint_dir: str, output_dir: str, *, vocabulary: str | None = None,
            model_preset: str | None = None, overwrite: bool = False, verify: bool = True,
            tolerance: float = 1e-3) -> dict:
-  """Write the export and return {"output_dir", "config", "max_logit_difference"}."""
+  """Write the export and return {"output_dir", "config", "max_logit_difference"}.
+  `vocabulary`: the SentencePiece model to ship; by default the one the checkpoint's run
+  directory carries (our runs write theirs), if any."""
   config = preset(model_preset) if model_preset else None
   config, params = load_model(checkpoint_dir, config)
+  vocabulary = vocabulary or vocabulary_file(checkpoint_dir)
   path = hf.save(config, params, output_dir, vocabulary_path=vocabulary, overwrite=overwrite)
   difference = verify_with_transformers(config, params, path) if verify else None
   if difference is not None and difference > tolerance:

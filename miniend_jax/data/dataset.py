@@ -56,6 +56,8 @@ class DatasetConfig:
     pack: pack several examples per row (adds segment ids and positions).
     num_epochs: passes over the data; None repeats forever (training).
     module: a module to import before looking the name up, e.g. "tasks".
+    vocabulary: the vocabulary every feature reads (runs bind it to VOCABULARY); None keeps
+      the one the task was registered with.
   """
 
   mixture_or_task_name: str
@@ -68,12 +70,33 @@ class DatasetConfig:
   pack: bool = False
   num_epochs: int | None = None
   module: str | None = None
+  vocabulary: seqio.Vocabulary | None = None
 
 
-def get_mixture_or_task(name: str, module: str | None = None, *, split: str | None = None
+def with_vocabulary(provider: seqio.Task | seqio.Mixture, vocabulary: seqio.Vocabulary
+                    ) -> seqio.Task | seqio.Mixture:
+  """`provider` with every feature reading `vocabulary`: a new task (seqio.Task.replace) or
+  a new mixture of such tasks at the same rates, under the same names; the registries are
+  not changed."""
+  if isinstance(provider, seqio.Task):
+    features = provider.output_features
+    if all(feature.vocabulary == vocabulary for feature in features.values()):
+      return provider
+    return provider.replace(output_features={
+        key: dataclasses.replace(feature, vocabulary=vocabulary)
+        for key, feature in features.items()})
+  direct = {task.name: task for task in provider.tasks}
+  return seqio.Mixture(provider.name, [
+      (with_vocabulary(direct.get(name) or seqio.get_mixture_or_task(name), vocabulary), rate)
+      for name, rate in provider.rate_per_task_name.items()])
+
+
+def get_mixture_or_task(name: str, module: str | None = None, *, split: str | None = None,
+                        vocabulary: seqio.Vocabulary | None = None
                         ) -> seqio.Task | seqio.Mixture:
   """The registered task or mixture `name`, with close-name suggestions when unknown;
-  with `split`, also checked to have that split."""
+  with `split`, also checked to have that split; with `vocabulary`, reading it
+  (`with_vocabulary`)."""
   if module:
     importlib.import_module(module)
   provider = None
@@ -84,7 +107,7 @@ def get_mixture_or_task(name: str, module: str | None = None, *, split: str | No
   if provider is not None:
     if split is not None and split not in provider.splits:
       raise DataError(f"{name!r} has no split {split!r}; it has {sorted(provider.splits)}.")
-    return provider
+    return provider if vocabulary is None else with_vocabulary(provider, vocabulary)
   known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
   close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
   hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
@@ -94,11 +117,12 @@ def get_mixture_or_task(name: str, module: str | None = None, *, split: str | No
       "registered now.")
 
 
-def vocabulary_size(config: DatasetConfig) -> int:
-  """The number of token ids the task's features can hold (pieces + sentinels): a model
-  reading them needs at least this vocab_size."""
-  provider = get_mixture_or_task(config.mixture_or_task_name, config.module)
-  return max(feature.vocabulary.vocab_size for feature in provider.output_features.values())
+def dataset_vocabulary(config: DatasetConfig) -> seqio.Vocabulary:
+  """The vocabulary the configured data is tokenized with (its "targets" feature's: every
+  task here has one vocabulary for inputs and targets)."""
+  provider = get_mixture_or_task(config.mixture_or_task_name, config.module,
+                                 vocabulary=config.vocabulary)
+  return provider.output_features["targets"].vocabulary
 
 
 def _check_config(config: DatasetConfig, num_shards: int) -> None:
@@ -136,7 +160,7 @@ def get_dataset(config: DatasetConfig, *, shard_id: int | None = None,
     raise DataError("Resuming at start_step > 0 needs a fixed seed; set the dataset "
                     "config's seed.")
   provider = get_mixture_or_task(config.mixture_or_task_name, config.module,
-                                 split=config.split)
+                                 split=config.split, vocabulary=config.vocabulary)
   _check_config(config, num_shards)
   lengths = dict(config.task_feature_lengths)
   # No seqio in-memory caching of small sources: it would replay the first epoch's order

@@ -5,13 +5,17 @@ Any SentencePiece model with T5's special ids (PAD 0, EOS 1, UNK 2) works, a pub
 order, so <extra_id_0> is the highest id (32099 for T5's 32000 pieces) and the vocabulary
 holds pieces + 100 ids. Models are trained by `sentencepiece_training`.
 
-`DeferredVocabulary` lets registered tasks name their vocabulary before it is decided: it
-asks a function for the model path each time it is used, so a gin binding made after
-`import tasks` (or a default model trained on first use) still takes effect.
+`task_vocabulary` is the vocabulary a run passes explicitly to its data and evaluation
+(runs/*.gin bind `VOCABULARY = @vocabulary.task_vocabulary()` from the SENTENCEPIECE_MODEL
+macro): a given model file, or by default a model trained on the embedded corpus. Both are
+`DeferredVocabulary`s: the model is loaded (or, for the embedded default, trained and
+cached) on first use, so naming a vocabulary costs nothing, and two vocabularies with the
+same setting compare equal. `same_vocabulary` compares vocabularies by their models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 
@@ -19,9 +23,11 @@ import seqio
 import tensorflow as tf
 import sentencepiece
 
+from miniend_jax.data import embedded_corpus, sentencepiece_training
 from miniend_jax.data.errors import VocabularyError
 
 T5_EXTRA_IDS = 100
+EMBEDDED_VOCAB_SIZE = 8000
 _T5_SPECIAL_IDS = {"pad_id": 0, "eos_id": 1, "unk_id": 2}
 
 
@@ -49,26 +55,79 @@ def load_vocabulary(path: str, extra_ids: int = T5_EXTRA_IDS) -> seqio.SentenceP
   return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
 
 
-class DeferredVocabulary(seqio.Vocabulary):
-  """A SentencePiece vocabulary whose model path is asked of `model_path()` at each use.
+@dataclasses.dataclass(frozen=True)
+class ModelFile:
+  """A SentencePiece model file, as a `DeferredVocabulary`'s model path."""
 
-  Every method delegates to `load_vocabulary(model_path())`; the loaded vocabulary is
-  kept until the path changes. `model_path` must be picklable (a module-level function),
-  since gin deep-copies vocabularies.
+  path: str
+
+  def __call__(self) -> str:
+    return self.path
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedCorpusModel:
+  """The SentencePiece model of `vocab_size` pieces trained on the embedded corpus, as a
+  `DeferredVocabulary`'s model path: trained on first use (a few seconds) and cached under
+  `cache_dir` (default ~/.cache/miniend_jax/sentencepiece/, or $XDG_CACHE_HOME/miniend_jax),
+  keyed by the corpus' digest and the size, so every later run and every host reuses it."""
+
+  vocab_size: int = EMBEDDED_VOCAB_SIZE
+  cache_dir: str | None = None
+
+  def __call__(self) -> str:
+    return sentencepiece_training.cached_sentencepiece_model(
+        corpus_name="embedded", corpus_digest=embedded_corpus.corpus_digest(),
+        lines=embedded_corpus.sentencepiece_lines, vocab_size=self.vocab_size,
+        cache_dir=self.cache_dir)
+
+
+def task_vocabulary(sentencepiece_model: str | None = None, *,
+                    embedded_vocab_size: int = EMBEDDED_VOCAB_SIZE,
+                    cache_dir: str | None = None) -> DeferredVocabulary:
+  """The vocabulary of `sentencepiece_model` (a path, checked now), or without one the
+  embedded-corpus model of `embedded_vocab_size` pieces (`EmbeddedCorpusModel`)."""
+  if sentencepiece_model:
+    path = os.fspath(sentencepiece_model)
+    check_sentencepiece_model(path)
+    return DeferredVocabulary(ModelFile(path))
+  return DeferredVocabulary(EmbeddedCorpusModel(embedded_vocab_size, cache_dir))
+
+
+def loaded(vocabulary: seqio.Vocabulary) -> seqio.Vocabulary:
+  """The loaded vocabulary behind a `DeferredVocabulary`; any other as it is."""
+  return vocabulary.resolved if isinstance(vocabulary, DeferredVocabulary) else vocabulary
+
+
+def same_vocabulary(a: seqio.Vocabulary, b: seqio.Vocabulary) -> bool:
+  """Whether `a` and `b` map text to the same ids: equal settings, or the same model and
+  sentinels wherever their files are (seqio's own == also compares the paths)."""
+  if a == b:
+    return True
+  a, b = loaded(a), loaded(b)
+  return (a.extra_ids == b.extra_ids and a.sp_model is not None
+          and a.sp_model == getattr(b, "sp_model", None))
+
+
+class DeferredVocabulary(seqio.Vocabulary):
+  """A SentencePiece vocabulary whose model path `model_path()` gives on first use.
+
+  Every method delegates to `load_vocabulary(model_path())`, loaded once. `model_path` is
+  a value (`ModelFile`, `EmbeddedCorpusModel`): vocabularies compare and hash by it, and
+  pickle (gin deep-copies vocabularies).
   """
 
   def __init__(self, model_path: Callable[[], str], extra_ids: int = T5_EXTRA_IDS):
     super().__init__(extra_ids=extra_ids)
     self._model_path = model_path
-    self._loaded: tuple[str, seqio.SentencePieceVocabulary] | None = None
+    self._loaded: seqio.SentencePieceVocabulary | None = None
 
   @property
   def resolved(self) -> seqio.SentencePieceVocabulary:
-    """The vocabulary of the model that `model_path()` names now."""
-    path = os.fspath(self._model_path())
-    if self._loaded is None or self._loaded[0] != path:
-      self._loaded = (path, load_vocabulary(path, extra_ids=self.extra_ids))
-    return self._loaded[1]
+    """The vocabulary of the model that `model_path()` names, loaded on first use."""
+    if self._loaded is None:
+      self._loaded = load_vocabulary(os.fspath(self._model_path()), extra_ids=self.extra_ids)
+    return self._loaded
 
   @property
   def sentencepiece_model_file(self) -> str:

@@ -10,13 +10,15 @@ and, optionally, the targets' log-likelihood.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import seqio
 
 from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.convert.model_vocabulary import check_model_vocabulary
 from miniend_jax.convert.step_directories import step_directories, step_of
 from miniend_jax.convert.validation import CheckpointError
 from miniend_jax.data.dataset import get_mixture_or_task
@@ -45,14 +47,31 @@ def checkpoints_to_evaluate(checkpoint_path: str, checkpoint_steps: str = "lates
   return steps if checkpoint_steps == "all" else steps[-1:]
 
 
-def _check_task(mixture_or_task_name: str, split: str) -> None:
-  provider = get_mixture_or_task(mixture_or_task_name, split=split)
-  tasks = provider.tasks if isinstance(provider, seqio.Mixture) else [provider]
+def _check_task(provider: seqio.Task | seqio.Mixture) -> None:
   if not any(task.metric_fns or task.score_metric_fns or task.predict_metric_fns
-             for task in tasks):
+             for task in seqio.get_subtasks(provider)):
     raise EvaluationError(
-        f"{mixture_or_task_name!r} has no metric functions: evaluation needs a task "
+        f"{provider.name!r} has no metric functions: evaluation needs a task "
         "registered with metric_fns (use infer to only write predictions).")
+
+
+@contextlib.contextmanager
+def _registered_for_evaluator(provider: seqio.Task | seqio.Mixture) -> Iterator[str]:
+  """A name under which seqio.Evaluator (which takes names only) finds `provider`: the
+  registered one, or for a provider with an explicit vocabulary, an alias registered while
+  the Evaluator is built (it keeps the Task objects; their names, and so the
+  <task>-metrics.jsonl files, are unchanged)."""
+  registered = seqio.get_mixture_or_task(provider.name)
+  if registered is provider:
+    yield provider.name
+    return
+  registry = seqio.MixtureRegistry if isinstance(provider, seqio.Mixture) else seqio.TaskRegistry
+  alias = f"{provider.name}@miniend_jax.evaluator.{id(provider)}"
+  registry.add_provider(alias, provider)
+  try:
+    yield alias
+  finally:
+    registry.remove(alias)
 
 
 class InferenceEvaluator:
@@ -60,12 +79,15 @@ class InferenceEvaluator:
 
   Built by gin for a training run (runs/finetune.gin binds it to the trainer with
   EVAL_PERIOD); the seqio.Evaluator, with its cached task datasets, is made on first use.
+  `vocabulary`: the vocabulary the task reads (None: the one it was registered with).
   """
 
   def __init__(self, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], *,
                batch_size: int = 32, split: str = "validation", num_beams: int = 1,
-               num_examples: int | None = None):
-    _check_task(mixture_or_task_name, split)
+               num_examples: int | None = None, vocabulary: seqio.Vocabulary | None = None):
+    self.provider = get_mixture_or_task(mixture_or_task_name, split=split,
+                                        vocabulary=vocabulary)
+    _check_task(self.provider)
     self.mixture_or_task_name = mixture_or_task_name
     self.task_feature_lengths = dict(task_feature_lengths)
     self.batch_size = batch_size
@@ -80,13 +102,14 @@ class InferenceEvaluator:
     """{task: {metric: value}}; appends to <task>-metrics.jsonl in `output_dir`."""
     if self._evaluator is None or output_dir != self._output_dir:
       self._output_dir = output_dir
-      self._evaluator = seqio.Evaluator(
-          mixture_or_task_name=self.mixture_or_task_name,
-          feature_converter=seqio.EncDecFeatureConverter(pack=False),
-          eval_split=self.split, sequence_length=self.task_feature_lengths,
-          num_examples=self.num_examples,
-          logger_cls=(seqio.PyLoggingLogger, seqio.TensorBoardLogger, seqio.JSONLogger),
-          log_dir=output_dir)
+      with _registered_for_evaluator(self.provider) as name:
+        self._evaluator = seqio.Evaluator(
+            mixture_or_task_name=name,
+            feature_converter=seqio.EncDecFeatureConverter(pack=False),
+            eval_split=self.split, sequence_length=self.task_feature_lengths,
+            num_examples=self.num_examples,
+            logger_cls=(seqio.PyLoggingLogger, seqio.TensorBoardLogger, seqio.JSONLogger),
+            log_dir=output_dir)
     predict_fn = make_predict_fn(config, params, batch_size=self.batch_size,
                                  max_decode_length=self.task_feature_lengths["targets"],
                                  num_beams=self.num_beams)
@@ -100,7 +123,8 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, eval_output_dir
              task_feature_lengths: Mapping[str, int], batch_size: int = 32,
              split: str = "validation", num_beams: int = 1,
              checkpoint_steps: str = "latest", model_config: T5Config | None = None,
-             num_examples: int | None = None) -> dict[int, dict[str, dict[str, float]]]:
+             num_examples: int | None = None, vocabulary: seqio.Vocabulary | None = None
+             ) -> dict[int, dict[str, dict[str, float]]]:
   """{step: {task: {metric: value}}} for the chosen checkpoints.
 
   Args:
@@ -115,10 +139,14 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, eval_output_dir
     checkpoint_steps: "latest" or "all" checkpoints of a run directory.
     model_config: the architecture (required for t5x checkpoints only).
     num_examples: evaluate only the first N examples of each task (smoke runs).
+    vocabulary: VOCABULARY, the vocabulary the task reads (None: its registered one); a
+      checkpoint whose directory carries another SentencePiece model is refused.
   """
   inference = InferenceEvaluator(mixture_or_task_name, task_feature_lengths,
                                  batch_size=batch_size, split=split, num_beams=num_beams,
-                                 num_examples=num_examples)
+                                 num_examples=num_examples, vocabulary=vocabulary)
+  targets_vocabulary = inference.provider.output_features["targets"].vocabulary
+  check_model_vocabulary(checkpoint_path, targets_vocabulary, "CHECKPOINT_PATH")
   results = {}
   for step, path in checkpoints_to_evaluate(checkpoint_path, checkpoint_steps):
     config, params = load_model(path, model_config)
@@ -130,12 +158,15 @@ def infer(*, checkpoint_path: str, mixture_or_task_name: str, output_file: str,
           task_feature_lengths: Mapping[str, int], batch_size: int = 32,
           split: str = "validation", num_beams: int = 1, with_scores: bool = False,
           model_config: T5Config | None = None, num_examples: int | None = None,
-          overwrite: bool = False) -> int:
-  """Write {"inputs", "prediction"[, "score"]} per example as JSON lines; -> count."""
+          overwrite: bool = False, vocabulary: seqio.Vocabulary | None = None) -> int:
+  """Write {"inputs", "prediction"[, "score"]} per example as JSON lines; -> count.
+  `vocabulary` as for `evaluate`."""
   if os.path.exists(output_file) and not overwrite:
     raise OutputExistsError(
         f"{output_file} exists; choose another OUTPUT_FILE or set overwrite=True.")
-  provider = get_mixture_or_task(mixture_or_task_name, split=split)
+  provider = get_mixture_or_task(mixture_or_task_name, split=split, vocabulary=vocabulary)
+  vocabulary = provider.output_features["targets"].vocabulary
+  check_model_vocabulary(checkpoint_path, vocabulary, "CHECKPOINT_PATH")
   config, params = load_model(checkpoint_path, model_config)
   lengths = dict(task_feature_lengths)
   dataset = provider.get_dataset(sequence_length=lengths, split=split, shuffle=False,
@@ -144,7 +175,6 @@ def infer(*, checkpoint_path: str, mixture_or_task_name: str, output_file: str,
     dataset = dataset.take(num_examples)
   examples = list(dataset.as_numpy_iterator())
   converted = seqio.EncDecFeatureConverter(pack=False)(dataset, lengths).enumerate()
-  vocabulary = provider.output_features["targets"].vocabulary
   predictions = dict(make_predict_fn(config, params, batch_size=batch_size,
                                      max_decode_length=lengths["targets"],
                                      num_beams=num_beams)(converted))

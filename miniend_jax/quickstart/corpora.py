@@ -90,7 +90,7 @@ class Corpus:
   def register(self) -> None:
     """Registers this corpus's tasks in this process by parsing the same gin lines as the
     stages' experiment files (the library itself never imports `tasks`). Call it where
-    gin's configuration may be added to (the pipeline's `tasks_vocabulary`)."""
+    gin's configuration may be added to (the pipeline's `register_outside_stages`)."""
     for lines in (self.pretraining_bindings(), self.downstream_bindings()):
       with gin.unlock_config():
         gin.parse_config(["from __gin__ import dynamic_registration", "import tasks", *lines])

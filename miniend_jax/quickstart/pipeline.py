@@ -25,10 +25,9 @@ The training stages go through the same gin files and `trainer.train` as
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gin
@@ -39,6 +38,7 @@ from miniend_jax.convert.checkpoint_loading import load_model
 from miniend_jax.convert.hf_export import export
 from miniend_jax.data.dataset import BatchIterator, DatasetConfig
 from miniend_jax.data.sentencepiece_training import train_sentencepiece, write_atomically
+from miniend_jax.data.vocabulary import DeferredVocabulary, task_vocabulary
 from miniend_jax.evaluation.attention_health import attention_health
 from miniend_jax.evaluation.metrics_files import example_scores, latest_task_metrics, read_jsonl
 from miniend_jax.evaluation.validation_loss import validation_loss
@@ -55,7 +55,6 @@ DEFAULT_OBJECTIVES = ("scratch", "miniend_e")
 # The embedded corpus's tasks (corpora.py has every corpus's).
 PRETRAINING_TASK = corpora.EMBEDDED.pretraining_task
 DOWNSTREAM_MIXTURE = corpora.EMBEDDED.downstream_mixture
-VOCABULARY_TASK_BINDING = "tasks.vocabulary.sentencepiece_model_path.path"
 CONSOLE_INTERVAL_SECONDS = 10.0
 # t5x's warm-up (runs/pretrain.gin): longer than any quickstart teacher run, so its rate is
 # constant at BASE_LEARNING_RATE / sqrt(TEACHER_WARMUP_STEPS).
@@ -112,14 +111,12 @@ def rate_name(rate: float) -> str:
   return f"{rate:g}"
 
 
-@contextlib.contextmanager
-def tasks_vocabulary(path: str) -> Iterator[None]:
-  """Every task reads `path` while evaluation runs outside a gin-parsed stage."""
+def register_outside_stages(corpus: corpora.Corpus) -> None:
+  """Registers the corpus's tasks in this process (for evaluation outside a gin-parsed
+  stage), leaving gin's configuration empty before and after."""
   gin.clear_config()
-  with gin.unlock_config():
-    gin.bind_parameter(VOCABULARY_TASK_BINDING, path)
   try:
-    yield
+    corpus.register()
   finally:
     gin.clear_config()
 
@@ -145,6 +142,11 @@ class Pipeline:
   @property
   def vocabulary_path(self) -> str:
     return self.workspace.path("vocabulary", "spiece.model")
+
+  @property
+  def vocabulary(self) -> DeferredVocabulary:
+    """The vocabulary stage "vocabulary" trained, as the tasks read it."""
+    return task_vocabulary(self.vocabulary_path)
 
   def models(self) -> list[str]:
     """"teacher" and "student_<objective>" for each objective."""
@@ -314,15 +316,14 @@ class Pipeline:
     # module="tasks" registers the tasks as the stages' gin files do (`import tasks`).
     config = DatasetConfig(self.corpus.pretraining_task, self.size.pretrain_lengths,
                            "validation", batch_size=self.size.batch_size, shuffle=False,
-                           seed=self.seeds[0], module="tasks")
-    with tasks_vocabulary(self.vocabulary_path):
-      self.corpus.register()
-      model_config, params = load_model(self.pretrained_dir(model, seed))
-      result = validation_loss(model_config, params, config,
-                               max_batches=self.size.validation_batches, per_example=True)
-      first_batch = next(iter(BatchIterator(dataclasses.replace(config, num_epochs=1),
-                                            shard_id=0, num_shards=1)))
-      result["attention_health"] = attention_health(model_config, params, first_batch)
+                           seed=self.seeds[0], module="tasks", vocabulary=self.vocabulary)
+    register_outside_stages(self.corpus)
+    model_config, params = load_model(self.pretrained_dir(model, seed))
+    result = validation_loss(model_config, params, config,
+                             max_batches=self.size.validation_batches, per_example=True)
+    first_batch = next(iter(BatchIterator(dataclasses.replace(config, num_epochs=1),
+                                          shard_id=0, num_shards=1)))
+    result["attention_health"] = attention_health(model_config, params, first_batch)
     return result
 
   def _finetune(self, model: str, seed: int, rate: float, *, choosing_rate: bool = False
@@ -358,14 +359,13 @@ class Pipeline:
     """Teacher-forced loss on each downstream task's validation split, averaged over the
     tasks: what the finetuning rate is chosen by."""
     losses = []
-    with tasks_vocabulary(self.vocabulary_path):
-      self.corpus.register()
-      model_config, params = load_model(run_dir, self.config_of(model))
-      for task in self.corpus.downstream_metrics:
-        config = DatasetConfig(task, self.size.downstream_feature_lengths, "validation",
-                               batch_size=min(32, self.size.batch_size), shuffle=False,
-                               seed=self.seeds[0], module="tasks")
-        losses.append(validation_loss(model_config, params, config)["loss"])
+    register_outside_stages(self.corpus)
+    model_config, params = load_model(run_dir, self.config_of(model))
+    for task in self.corpus.downstream_metrics:
+      config = DatasetConfig(task, self.size.downstream_feature_lengths, "validation",
+                             batch_size=min(32, self.size.batch_size), shuffle=False,
+                             seed=self.seeds[0], module="tasks", vocabulary=self.vocabulary)
+      losses.append(validation_loss(model_config, params, config)["loss"])
     return float(np.mean(losses))
 
   def _export(self, model: str) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def experiment_gin(*, title: str, includes: Sequence[str], macros: Mapping[str, 
   lines += [f'include "{path}"' for path in includes]
   lines.append("")
   lines += [f"{name} = {gin_literal(value)}" for name, value in macros.items()]
-  lines.append(f"tasks.vocabulary.sentencepiece_model_path.path = {gin_literal(vocabulary)}")
+  lines.append(f"SENTENCEPIECE_MODEL = {gin_literal(vocabulary)}")
   for macro, config in models.items():
     lines += [""] + model_bindings(macro, macro.lower().removesuffix("_config"), config)
   if bindings:

@@ -24,10 +24,12 @@ from typing import Any
 
 import jax
 import optax
+import seqio
 from absl import logging
 
 from miniend_jax.convert.checkpoint_loading import load_model
-from miniend_jax.data.dataset import BatchIterator, DatasetConfig, vocabulary_size
+from miniend_jax.convert.model_vocabulary import check_model_vocabulary, write_model_vocabulary
+from miniend_jax.data.dataset import BatchIterator, DatasetConfig, dataset_vocabulary
 from miniend_jax.distill.objectives import Objective
 from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
@@ -113,12 +115,17 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   """
   _check_settings(model_dir=model_dir, total_steps=total_steps, eval_period=eval_period,
                   on_nonfinite=on_nonfinite, student_init=student_init)
+  vocabulary = dataset_vocabulary(train_dataset_cfg)
+  for setting, path in (("TEACHER_CHECKPOINT", objective.uses_teacher and teacher_checkpoint),
+                        ("INITIAL_CHECKPOINT_PATH", initial_checkpoint_path),
+                        ("MODEL_DIR (resumed)", model_dir)):
+    check_model_vocabulary(path, vocabulary, setting)   # before any model is read
   teacher = load_teacher(objective, teacher_checkpoint, teacher_config, teacher_dtype)
   teacher_config = teacher.config if teacher else None
   objective.check(teacher_config, student_config)
   mesh = _make_mesh(num_devices, model_parallel_size, train_dataset_cfg.batch_size,
                     num_microbatches)
-  _check_vocabulary(vocabulary_size(train_dataset_cfg), student_config, teacher_config)
+  _check_vocab_size(vocabulary.vocab_size, student_config, teacher_config)
   resume_step = _resumable_step(model_dir, student_config)
   initial = None
   if initial_checkpoint_path and not resume_step:
@@ -145,7 +152,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   try:
     with partitioning.activate(mesh, logical_axis_rules):
       return _train_checked(settings, checkpointer, initializer, step_config, teacher,
-                            initial, data, train_dataset_cfg, operative_config)
+                            initial, data, train_dataset_cfg, operative_config, vocabulary)
   finally:
     checkpointer.close()
 
@@ -154,7 +161,7 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
                    initializer: StateInitializer, step_config: StepConfig,
                    teacher: FrozenModel | None, initial: Any, data: BatchIterator,
                    dataset_cfg: DatasetConfig, operative_config: Callable[[], str] | None,
-                   ) -> dict[str, float]:
+                   vocabulary: seqio.Vocabulary) -> dict[str, float]:
   """The checked run, under its mesh: place the teacher, restore or init the state, write
   the run files, compile the step, loop."""
   mesh, rules, model_dir = initializer.mesh, initializer.rules, checkpointer.model_dir
@@ -168,7 +175,7 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
   if start_step != data.step:   # fell back past a corrupt checkpoint: read from there
     data = BatchIterator(dataset_cfg, shard_id=0, num_shards=1, start_step=start_step)
   _write_run_files(model_dir, operative_config, teacher, initializer.student_config,
-                   state.params, teacher_params, mesh, rules)
+                   state.params, teacher_params, mesh, rules, vocabulary)
   step_fn = jax.jit(functools.partial(train_step, step_config),
                     in_shardings=(state_shardings, teacher_shardings,
                                   partitioning.batch_sharding(mesh), None),
@@ -233,7 +240,7 @@ def _resumable_step(model_dir: str, student_config: T5Config) -> int:
     existing.close()
 
 
-def _check_vocabulary(needed: int, student_config: T5Config,
+def _check_vocab_size(needed: int, student_config: T5Config,
                       teacher_config: T5Config | None) -> None:
   """Token ids at or past a model's vocab_size would be read as garbage embeddings."""
   for role, config in (("student", student_config), ("teacher", teacher_config)):
@@ -248,11 +255,12 @@ def _check_vocabulary(needed: int, student_config: T5Config,
 def _write_run_files(model_dir: str, operative_config: Callable[[], str] | None,
                      teacher: FrozenModel | None, student_config: T5Config,
                      student_params: Any, teacher_params: Any, mesh: jax.sharding.Mesh,
-                     rules: partitioning.LogicalRules) -> None:
+                     rules: partitioning.LogicalRules, vocabulary: seqio.Vocabulary) -> None:
   if jax.process_index() != 0:
     return
   origin = teacher.origin if teacher else "none (the objective has no teacher term)"
   os.makedirs(model_dir, exist_ok=True)
+  write_model_vocabulary(model_dir, vocabulary)
   if operative_config is not None:
     with open(os.path.join(model_dir, "config.gin"), "w") as f:
       f.write(f"# Teacher: {origin}\n")
