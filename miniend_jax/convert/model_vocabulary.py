@@ -11,12 +11,12 @@ not checked: the vocab_size check is all there is.
 from __future__ import annotations
 
 import os
-import shutil
 
 import seqio
 
 from miniend_jax.convert.step_directories import step_of
 from miniend_jax.data.errors import VocabularyError
+from miniend_jax.data.sentencepiece_training import write_atomically
 from miniend_jax.data.vocabulary import load_vocabulary, loaded, same_vocabulary
 
 VOCABULARY_FILE = "spiece.model"
@@ -49,9 +49,8 @@ def write_model_vocabulary(model_dir: str, vocabulary: seqio.Vocabulary) -> None
   target = os.path.join(model_dir, VOCABULARY_FILE)
   if os.path.exists(target):
     return
-  temporary = target + ".tmp"
-  shutil.copyfile(loaded(vocabulary).sentencepiece_model_file, temporary)
-  os.replace(temporary, target)
+  with open(loaded(vocabulary).sentencepiece_model_file, "rb") as source:
+    write_atomically(target, source.read())
 
 
 def _describe(vocabulary: seqio.Vocabulary) -> str:

@@ -117,12 +117,16 @@ def get_mixture_or_task(name: str, module: str | None = None, *, split: str | No
       "registered now.")
 
 
-def dataset_vocabulary(config: DatasetConfig) -> seqio.Vocabulary:
-  """The vocabulary the configured data is tokenized with (its "targets" feature's: every
+def provider_vocabulary(provider: seqio.Task | seqio.Mixture) -> seqio.Vocabulary:
+  """The vocabulary a task or mixture is tokenized with (its "targets" feature's: every
   task here has one vocabulary for inputs and targets)."""
-  provider = get_mixture_or_task(config.mixture_or_task_name, config.module,
-                                 vocabulary=config.vocabulary)
   return provider.output_features["targets"].vocabulary
+
+
+def dataset_vocabulary(config: DatasetConfig) -> seqio.Vocabulary:
+  """The vocabulary the configured data is tokenized with."""
+  return provider_vocabulary(get_mixture_or_task(
+      config.mixture_or_task_name, config.module, vocabulary=config.vocabulary))
 
 
 def _check_config(config: DatasetConfig, num_shards: int) -> None:

@@ -21,7 +21,7 @@ from miniend_jax.convert.checkpoint_loading import load_model
 from miniend_jax.convert.model_vocabulary import check_model_vocabulary
 from miniend_jax.convert.step_directories import step_directories, step_of
 from miniend_jax.convert.validation import CheckpointError
-from miniend_jax.data.dataset import get_mixture_or_task
+from miniend_jax.data.dataset import get_mixture_or_task, provider_vocabulary
 from miniend_jax.errors import MiniendError, OutputExistsError
 from miniend_jax.evaluation.model_fns import make_predict_fn, make_score_fn
 from miniend_jax.model.config import T5Config
@@ -145,8 +145,8 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, eval_output_dir
   inference = InferenceEvaluator(mixture_or_task_name, task_feature_lengths,
                                  batch_size=batch_size, split=split, num_beams=num_beams,
                                  num_examples=num_examples, vocabulary=vocabulary)
-  targets_vocabulary = inference.provider.output_features["targets"].vocabulary
-  check_model_vocabulary(checkpoint_path, targets_vocabulary, "CHECKPOINT_PATH")
+  check_model_vocabulary(checkpoint_path, provider_vocabulary(inference.provider),
+                         "CHECKPOINT_PATH")
   results = {}
   for step, path in checkpoints_to_evaluate(checkpoint_path, checkpoint_steps):
     config, params = load_model(path, model_config)
@@ -165,7 +165,7 @@ def infer(*, checkpoint_path: str, mixture_or_task_name: str, output_file: str,
     raise OutputExistsError(
         f"{output_file} exists; choose another OUTPUT_FILE or set overwrite=True.")
   provider = get_mixture_or_task(mixture_or_task_name, split=split, vocabulary=vocabulary)
-  vocabulary = provider.output_features["targets"].vocabulary
+  vocabulary = provider_vocabulary(provider)
   check_model_vocabulary(checkpoint_path, vocabulary, "CHECKPOINT_PATH")
   config, params = load_model(checkpoint_path, model_config)
   lengths = dict(task_feature_lengths)
