@@ -24,11 +24,13 @@ from miniend_jax.gin_cli import GinConfigError
 from miniend_jax.model.config import ConfigError
 from miniend_jax.taps import TapError
 from miniend_jax.train.optimizers import OptimizerError
+from miniend_jax.train.frozen_models import FrozenModelError
 from miniend_jax.train.partitioning import PartitioningError
 from miniend_jax.train.trainer import TrainError
 from tests.training_runs import REPO, TINY, train_with
 
 CORPUS = "data/corpus_files.gin"
+INTERPOLATED = "experiments/tiny_interpolated.gin"
 
 
 def _corpus(paths, name, content: bytes):
@@ -57,6 +59,13 @@ def _teacher_with_other_vocabulary(paths):
   shutil.copytree(paths["finished_run"], teacher)
   shutil.copyfile(OTHER_SENTENCEPIECE_MODEL, os.path.join(teacher, "spiece.model"))
   return [f"TEACHER_CHECKPOINT = '{teacher}'"]
+
+
+def _assistant_with_other_vocabulary(paths):
+  assistant = os.path.join(paths["scratch"], "assistant")
+  shutil.copytree(paths["finished_run"], assistant)
+  shutil.copyfile(OTHER_SENTENCEPIECE_MODEL, os.path.join(assistant, "spiece.model"))
+  return [f"ASSISTANT_CHECKPOINT = '{assistant}'"]
 
 
 def _resume_as(paths, *bindings):
@@ -140,6 +149,15 @@ CASES = [
      (TINY,), lambda p: _resume_as(p, f"SENTENCEPIECE_MODEL = '{OTHER_SENTENCEPIECE_MODEL}'"),
      VocabularyError, r"MODEL_DIR \(resumed\) .* carries the SentencePiece model "
      r".*run/spiece.model.*or change MODEL_DIR"),
+    ("assistant_missing", "BLEND_PARTNER = \"assistant\" without an assistant",
+     (INTERPOLATED,), lambda p: ["ASSISTANT_CHECKPOINT = None"], FrozenModelError,
+     r"blends its logit target with an assistant.*set ASSISTANT_CHECKPOINT"),
+    ("assistant_other_vocabulary", "an ASSISTANT_CHECKPOINT carrying another SentencePiece "
+     "model", (INTERPOLATED,), _assistant_with_other_vocabulary, VocabularyError,
+     r"ASSISTANT_CHECKPOINT .*assistant' carries the SentencePiece model"),
+    ("assistant_unread", "an ASSISTANT_CHECKPOINT for an objective that reads no assistant",
+     (TINY,), lambda p: [f"ASSISTANT_CHECKPOINT = '{p['finished_run']}'"], FrozenModelError,
+     "ASSISTANT_CHECKPOINT is set but the objective reads no assistant"),
     ("model_dir_is_file", "MODEL_DIR inside a file", (TINY,),
      lambda p: [f"MODEL_DIR = '{p['model_dir']}/notes.txt/run'"], TrainError, "is a file"),
 ]

@@ -65,7 +65,7 @@ def _fixed_batch_setup(num_microbatches=1, sgd=False):
            "decoder_target_tokens": targets}
   teacher_params = init_student(teacher, jax.random.key(1))
   state = TrainState.create({"student": init_student(student, jax.random.key(2))}, tx)
-  step_fn = jax.jit(lambda s, b: step_lib.train_step(setup, s, teacher_params, b,
+  step_fn = jax.jit(lambda s, b: step_lib.train_step(setup, s, {"teacher": teacher_params}, b,
                                                      jax.random.key(3)))
   return step_fn, state, batch
 

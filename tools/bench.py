@@ -230,10 +230,15 @@ def counting_variant(setup: StepConfig, length: int) -> StepConfig:
 def compile_step(setup: StepConfig, state, teacher_params, batch):
   """-> (compiled step, XLA FLOPs, temporary bytes)."""
   step = jax.jit(functools.partial(train_step, setup), donate_argnums=(0,))
-  compiled = step.lower(state, teacher_params, batch, jax.random.key(1)).compile()
+  compiled = step.lower(state, frozen(teacher_params), batch, jax.random.key(1)).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return compiled, float(cost["flops"]), int(compiled.memory_analysis().temp_size_in_bytes)
+
+
+def frozen(teacher_params) -> dict[str, Any]:
+  """The step's frozen argument: {"teacher": ...} or nothing for scratch."""
+  return {} if teacher_params is None else {"teacher": teacher_params}
 
 
 def abstract(tree):
@@ -333,7 +338,7 @@ def bench_one(bench: BenchConfig, name: str, *, repeats: int, with_torch: bool) 
   analytic_counted = bench.batch_size * minimum().total  # as the counting variant
 
   rng = jax.random.key(2)
-  state, metrics = compiled(state, work.teacher_params, batch, rng)  # warm-up
+  state, metrics = compiled(state, frozen(work.teacher_params), batch, rng)  # warm-up
   jax.block_until_ready(metrics)
   ours_first_loss = float(metrics["loss"])
   torch_route = TorchRoute(bench, work) if with_torch else None
@@ -341,7 +346,7 @@ def bench_one(bench: BenchConfig, name: str, *, repeats: int, with_torch: bool) 
   ours_times, torch_times = [], []
   for _ in range(repeats):  # alternately, so both see the same machine state
     start = time.perf_counter()
-    state, metrics = compiled(state, work.teacher_params, batch, rng)
+    state, metrics = compiled(state, frozen(work.teacher_params), batch, rng)
     jax.block_until_ready((state, metrics))
     ours_times.append(time.perf_counter() - start)
     if torch_route:

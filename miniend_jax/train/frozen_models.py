@@ -1,9 +1,14 @@
-"""The frozen models of a run: read, never trained (the teacher).
+"""The frozen models of a run: read, never trained (the teacher, and an assistant).
 
 A frozen model is loaded on the host before anything is compiled or written (so a bad
 checkpoint refuses the run early), then placed on the mesh with the same logical-axis
 shardings a trained model of its architecture would have. It has no optimizer state and
-travels to the jitted step as its own argument, never as a constant.
+travels to the jitted step inside one argument, {role: parameters}, never as a constant.
+
+The teacher is what the objective distils; the assistant is the mid-size model an
+interpolated objective blends the teacher's logit target with (BLEND_PARTNER =
+"assistant", docs/method.md, "Interpolated distillation"). Both are read and placed the
+same way; only the settings that name them differ.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from miniend_jax.model.config import T5Config
 from miniend_jax.model.network import logical_axes
 from miniend_jax.train import partitioning
 
+ROLES = ("teacher", "assistant")
+
 
 class FrozenModelError(MiniendError, ValueError):
-  """A frozen model (the teacher) cannot be set up as configured."""
+  """A frozen model (the teacher or the assistant) cannot be set up as configured."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +39,7 @@ class FrozenModel:
   """A model read from a checkpoint (or randomly initialised) and kept fixed.
 
   Attributes:
-    role: "teacher" (names it in messages).
+    role: "teacher" or "assistant" (the key of its parameters in the step's argument).
     config: its architecture, with the dtype it runs in.
     weights: host (NumPy) parameters, or None for a random initialisation on the mesh.
     origin: one sentence saying where the weights come from (logged, and written at the top
@@ -58,28 +65,73 @@ class FrozenModel:
     return params, shardings
 
 
-def load_teacher(objective: Objective, checkpoint: str | None, config: T5Config | None,
-                 dtype: str | None) -> FrozenModel | None:
-  """The teacher the objective distils from (None when it has no teacher term).
+def _setting(role: str, kind: str) -> str:
+  return f"{role.upper()}_{kind}"
 
-  `checkpoint`: TEACHER_CHECKPOINT (Hugging Face, t5x or one of our runs; ours are
-  fingerprint-verified as they are read). `config`: TEACHER_CONFIG (required for t5x and
-  for a random teacher, checked against the weights otherwise). `dtype`: TEACHER_DTYPE,
-  e.g. "bfloat16" to hold and run the teacher in lower precision.
+
+def load_frozen_model(role: str, checkpoint: str | None, config: T5Config | None,
+                      dtype: str | None, *, needed_because: str) -> FrozenModel:
+  """Read one frozen model.
+
+  `checkpoint`: <ROLE>_CHECKPOINT (Hugging Face, t5x or one of our runs; ours are
+  fingerprint-verified as they are read). `config`: <ROLE>_CONFIG (required for t5x and
+  for a random model, checked against the weights otherwise). `dtype`: <ROLE>_DTYPE, e.g.
+  "bfloat16" to hold and run the model in lower precision. `needed_because`: why the run
+  needs this model (starts the error when neither checkpoint nor config is given).
   """
-  if not objective.uses_teacher:
-    return None
   if checkpoint:
     config, weights = load_model(checkpoint, config)
     origin = f"loaded from {checkpoint}"
   elif config is not None:
     weights = None
-    origin = ("RANDOMLY INITIALISED (no TEACHER_CHECKPOINT given): the student learns "
-              "from an untrained teacher")
+    origin = (f"RANDOMLY INITIALISED (no {_setting(role, 'CHECKPOINT')} given): the student "
+              f"learns from an untrained {role}")
   else:
     raise FrozenModelError(
-        "The objective distils from a teacher: set TEACHER_CHECKPOINT (or TEACHER_CONFIG "
-        "for a randomly initialised teacher).")
+        f"{needed_because}: set {_setting(role, 'CHECKPOINT')} (or {_setting(role, 'CONFIG')} "
+        f"for a randomly initialised {role}).")
   if dtype:
     config = config.replace(dtype=dtype, param_dtype=dtype)
-  return FrozenModel(role="teacher", config=config, weights=weights, origin=origin)
+  return FrozenModel(role=role, config=config, weights=weights, origin=origin)
+
+
+def load_teacher(objective: Objective, checkpoint: str | None, config: T5Config | None,
+                 dtype: str | None) -> FrozenModel | None:
+  """The teacher the objective distils from (None when it has no teacher term)."""
+  if not objective.uses_teacher:
+    return None
+  return load_frozen_model("teacher", checkpoint, config, dtype,
+                           needed_because="The objective distils from a teacher")
+
+
+def load_assistant(objective: Objective, checkpoint: str | None, config: T5Config | None,
+                   dtype: str | None) -> FrozenModel | None:
+  """The assistant the objective blends its logit target with (None when it has none);
+  an assistant given to an objective that does not read one is refused, since the user
+  meant it to be used."""
+  if not objective.uses_assistant:
+    given = [s for s, v in (("ASSISTANT_CHECKPOINT", checkpoint), ("ASSISTANT_CONFIG", config))
+             if v is not None]
+    if given:
+      raise FrozenModelError(
+          f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set but the objective "
+          "reads no assistant: set BLEND_PARTNER = \"assistant\" "
+          "(objectives/miniend_d_interpolated.gin), or leave "
+          f"{' and '.join(given)} unset.")
+    return None
+  return load_frozen_model(
+      "assistant", checkpoint, config, dtype,
+      needed_because="The objective blends its logit target with an assistant "
+                     "(BLEND_PARTNER = \"assistant\")")
+
+
+def place_frozen_models(models: dict[str, FrozenModel], mesh: jax.sharding.Mesh,
+                        rules: partitioning.LogicalRules, seed: int
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """({role: parameters on the mesh}, {role: their shardings}): the step's frozen
+  argument. A randomly initialised model draws from seed + 1 (teacher) or seed + 3
+  (assistant); seed + 2 is the student's dropout."""
+  params, shardings = {}, {}
+  for role, model in models.items():
+    params[role], shardings[role] = model.place(mesh, rules, seed + 1 + 2 * ROLES.index(role))
+  return params, shardings

@@ -125,7 +125,7 @@ class TrainLoop:
 
   settings: LoopSettings
   step_fn: Callable
-  teacher_params: Any
+  frozen_params: dict[str, Any]
   data: Iterator[dict[str, np.ndarray]]
   mesh: jax.sharding.Mesh
   batch_size: int
@@ -156,7 +156,7 @@ class TrainLoop:
         global_batch = next(self.data)
         host_batch = {k: v[first_row:first_row + rows] for k, v in global_batch.items()}
         state, metrics = self.step_fn(
-            state, self.teacher_params,
+            state, self.frozen_params,
             partitioning.host_batch_to_global(host_batch, self.mesh), dropout_rng)
         step += 1
         period.add(metrics, self.batch_size, jax.process_count() *

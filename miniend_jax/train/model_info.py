@@ -31,8 +31,8 @@ def _section(title: str, config: T5Config, params: Any, rules) -> tuple[list[str
 
 
 def write_model_info(path: str, *, mesh: Mesh, rules, student_config: T5Config,
-                     student_params: Any, teacher_config: T5Config | None,
-                     teacher_params: Any) -> None:
+                     student_params: Any, frozen: dict[str, tuple[T5Config, Any]]) -> None:
+  """`frozen`: {role: (config, parameters)} of the teacher and an assistant."""
   lines = [f"# mesh: {dict(mesh.shape)} over {jax.device_count()} devices, "
            f"{jax.process_count()} process(es)"]
   student_lines, student_total = _section("student", student_config,
@@ -41,10 +41,9 @@ def write_model_info(path: str, *, mesh: Mesh, rules, student_config: T5Config,
   if "objective" in student_params:
     count = sum(x.size for x in jax.tree_util.tree_leaves(student_params["objective"]))
     lines.append(f"# objective parameters (e.g. projections): {count:,}")
-  if teacher_config is not None:
-    teacher_lines, teacher_total = _section("teacher (frozen)", teacher_config,
-                                            teacher_params, rules)
-    lines += teacher_lines
-    lines.append(f"# teacher / student parameters: {teacher_total / student_total:.2f}x")
+  for role, (config, params) in frozen.items():
+    frozen_lines, frozen_total = _section(f"{role} (frozen)", config, params, rules)
+    lines += frozen_lines
+    lines.append(f"# {role} / student parameters: {frozen_total / student_total:.2f}x")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -1,15 +1,18 @@
-"""The train step: frozen teacher forward, student forward + backward, objective, update.
+"""The train step: frozen teacher (and assistant) forward, student forward + backward,
+objective, update.
 
-One function, jitted once by the trainer with explicit shardings. The teacher's
-parameters are an argument of their own: never differentiated (stop_gradient inside the
-objective's forward), never donated, with no optimizer state, run without dropout in the
-teacher's own dtype. Gradient accumulation splits the global batch into microbatches and
+One function, jitted once by the trainer with explicit shardings. The frozen models'
+parameters are an argument of their own, {"teacher": ..., "assistant": ...} (a role is
+absent when the objective does not read it): never differentiated (stop_gradient inside
+the objective's forward), never donated, with no optimizer state, run without dropout in
+each model's own dtype. Gradient accumulation splits the global batch into microbatches and
 scans over them, so memory is that of one microbatch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +26,7 @@ from miniend_jax.distill.losses import DEFAULT_CHUNK_LENGTH, token_statistics
 from miniend_jax.distill.objectives import OUTPUT_LAYER, Objective
 from miniend_jax.model.config import T5Config
 from miniend_jax.taps import Tap
+from miniend_jax.train.partitioning import batch_sharding
 from miniend_jax.train.state import TrainState
 
 Array = jax.Array
@@ -35,6 +39,7 @@ class StepConfig:
   Attributes:
     objective: the distillation objective (or plain cross-entropy without a teacher).
     student_config, teacher_config: architectures; teacher_config None for pretraining.
+    assistant_config: the assistant's architecture when the objective blends with one.
     optimizer: the optax transformation applied to {"student", "objective"} params.
     learning_rate: the schedule, reported as a metric (the optimizer applies its own).
     num_microbatches: gradient accumulation; must divide the per-step batch.
@@ -55,18 +60,21 @@ class StepConfig:
   report_accuracy: bool = True
   metrics_chunk_length: int = DEFAULT_CHUNK_LENGTH
   skip_nonfinite: bool = False
+  assistant_config: T5Config | None = None
 
   @property
   def extra_student_taps(self) -> tuple[Tap, ...]:
     return (OUTPUT_LAYER,) if self.report_accuracy else ()
 
 
-def _microbatch_metrics(setup: StepConfig, trainable: Any, teacher_params: Any,
+def _microbatch_metrics(setup: StepConfig, trainable: Any, frozen_params: Mapping[str, Any],
                         batch: Mapping[str, Array], rng: Array, step: Array):
   """(loss, metric sums) on one microbatch."""
   loss, terms, sites = distillation_forward(
       setup.objective, trainable["student"], batch, student_config=setup.student_config,
-      teacher_config=setup.teacher_config, teacher_params=teacher_params,
+      teacher_config=setup.teacher_config, teacher_params=frozen_params.get("teacher"),
+      assistant_config=setup.assistant_config,
+      assistant_params=frozen_params.get("assistant"),
       objective_params=trainable.get("objective"), step=step, dropout_rng=rng,
       extra_student_taps=setup.extra_student_taps)
   metrics = {"loss": loss, **{name: value for name, value in terms.items()}}
@@ -78,13 +86,15 @@ def _microbatch_metrics(setup: StepConfig, trainable: Any, teacher_params: Any,
   return loss, metrics
 
 
-def train_step(setup: StepConfig, state: TrainState, teacher_params: Any,
+def train_step(setup: StepConfig, state: TrainState, frozen_params: Mapping[str, Any],
                batch: Mapping[str, Array], rng: Array) -> tuple[TrainState, dict[str, Array]]:
-  """One optimizer update on a global batch -> (new state, scalar metrics)."""
+  """One optimizer update on a global batch -> (new state, scalar metrics).
+
+  `frozen_params`: {"teacher": ..., "assistant": ...}, the roles the objective reads."""
   step_rng = jax.random.fold_in(rng, state.step)
   grad_fn = jax.value_and_grad(
       lambda trainable, micro, micro_rng: _microbatch_metrics(
-          setup, trainable, teacher_params, micro, micro_rng, state.step), has_aux=True)
+          setup, trainable, frozen_params, micro, micro_rng, state.step), has_aux=True)
   n = setup.num_microbatches
   if n == 1:
     (_, metrics), grads = grad_fn(state.params, batch, step_rng)
@@ -132,3 +142,14 @@ def train_step(setup: StepConfig, state: TrainState, teacher_params: Any,
     opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, out
+
+
+def jit_train_step(setup: StepConfig, state_shardings: Any, frozen_shardings: Any,
+                   mesh: jax.sharding.Mesh) -> Callable:
+  """The step as `train` runs it: (state, frozen_params, batch, rng) -> (state, metrics),
+  the state laid out by `state_shardings` and donated, the frozen models by
+  `frozen_shardings`, the batch split over the mesh's "data" axis. `train_compile`
+  lowers this same function for a TPU topology."""
+  return jax.jit(functools.partial(train_step, setup),
+                 in_shardings=(state_shardings, frozen_shardings, batch_sharding(mesh), None),
+                 out_shardings=(state_shardings, None), donate_argnums=(0,))

@@ -3,7 +3,8 @@
 `train(...)` is keyword-only with everything injected, so gin binds its arguments
 (gin_configs/runs/*.gin). It is the orchestration of three parts, each in its own module:
 
-1. frozen_models.py: the teacher, loaded on the host and then placed on the mesh;
+1. frozen_models.py: the teacher (and an assistant), loaded on the host and then placed on
+   the mesh;
 2. state_init.py: the train state, abstract -> shardings -> restored from the newest intact
    checkpoint, or initialised (never both);
 3. loop.py: the jitted step and the periodic actions (non-finite policy, attention health,
@@ -17,7 +18,6 @@ uninterrupted run would (the data stream is a function of the step).
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -35,13 +35,14 @@ from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
 from miniend_jax.train import partitioning
 from miniend_jax.train.checkpoints import Checkpointer
-from miniend_jax.train.frozen_models import FrozenModel, load_teacher
+from miniend_jax.train.frozen_models import (FrozenModel, load_assistant, load_teacher,
+                                             place_frozen_models)
 from miniend_jax.train.loop import LoopSettings, TrainLoop
 from miniend_jax.train.metrics_writer import MetricsWriter
 from miniend_jax.train.model_info import write_model_info
 from miniend_jax.train.optimizers import Schedule, constant
 from miniend_jax.train.state_init import StateInitializer
-from miniend_jax.train.step import StepConfig, train_step
+from miniend_jax.train.step import StepConfig, jit_train_step
 
 
 NONFINITE_POLICIES = ("stop", "skip")
@@ -72,6 +73,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           learning_rate: Schedule | None = None,
           teacher_checkpoint: str | None = None, teacher_config: T5Config | None = None,
           teacher_dtype: str | None = None,
+          assistant_checkpoint: str | None = None, assistant_config: T5Config | None = None,
+          assistant_dtype: str | None = None,
           initial_checkpoint_path: str | None = None, student_init: str = "random",
           checkpoint_period: int = 1000, keep_checkpoints: int | None = None,
           log_period: int = 10, model_parallel_size: int = 1,
@@ -95,6 +98,10 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     teacher_checkpoint, teacher_config, teacher_dtype: TEACHER_CHECKPOINT (Hugging Face,
       t5x or one of our runs), TEACHER_CONFIG (needed for t5x and for a random teacher,
       checked against the weights otherwise), TEACHER_DTYPE (e.g. "bfloat16").
+    assistant_checkpoint, assistant_config, assistant_dtype: ASSISTANT_CHECKPOINT,
+      ASSISTANT_CONFIG, ASSISTANT_DTYPE: the same for the assistant an interpolated
+      objective blends the teacher's logit target with (BLEND_PARTNER = "assistant");
+      refused when the objective reads none.
     initial_checkpoint_path: INITIAL_CHECKPOINT_PATH: a new student starts from these
       weights (finetuning); any format load_model reads.
     student_init: "random" or "teacher_layers" (copy maximally spaced teacher layers).
@@ -117,15 +124,22 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
                   on_nonfinite=on_nonfinite, student_init=student_init)
   vocabulary = dataset_vocabulary(train_dataset_cfg)
   for setting, path in (("TEACHER_CHECKPOINT", objective.uses_teacher and teacher_checkpoint),
+                        ("ASSISTANT_CHECKPOINT",
+                         objective.uses_assistant and assistant_checkpoint),
                         ("INITIAL_CHECKPOINT_PATH", initial_checkpoint_path),
                         ("MODEL_DIR (resumed)", model_dir)):
     check_model_vocabulary(path, vocabulary, setting)   # before any model is read
   teacher = load_teacher(objective, teacher_checkpoint, teacher_config, teacher_dtype)
+  assistant = load_assistant(objective, assistant_checkpoint, assistant_config,
+                             assistant_dtype)
+  frozen = {m.role: m for m in (teacher, assistant) if m is not None}
   teacher_config = teacher.config if teacher else None
-  objective.check(teacher_config, student_config)
+  assistant_config = assistant.config if assistant else None
+  objective.check(teacher_config, student_config, assistant_config)
   mesh = _make_mesh(num_devices, model_parallel_size, train_dataset_cfg.batch_size,
                     num_microbatches)
-  _check_vocab_size(vocabulary.vocab_size, student_config, teacher_config)
+  _check_vocab_size(vocabulary.vocab_size,
+                    {"student": student_config, **{r: m.config for r, m in frozen.items()}})
   resume_step = _resumable_step(model_dir, student_config)
   initial = None
   if initial_checkpoint_path and not resume_step:
@@ -142,7 +156,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   step_config = StepConfig(
       objective=objective, student_config=student_config, teacher_config=teacher_config,
       optimizer=tx, learning_rate=schedule, num_microbatches=num_microbatches,
-      report_accuracy=report_accuracy, skip_nonfinite=on_nonfinite == "skip")
+      report_accuracy=report_accuracy, skip_nonfinite=on_nonfinite == "skip",
+      assistant_config=assistant_config)
   settings = LoopSettings(
       total_steps=total_steps, log_period=log_period, seed=seed, on_nonfinite=on_nonfinite,
       health_examples=health_examples, inference_evaluator=inference_evaluator,
@@ -151,7 +166,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   checkpointer = Checkpointer(model_dir, period=checkpoint_period, keep=keep_checkpoints)
   try:
     with partitioning.activate(mesh, logical_axis_rules):
-      return _train_checked(settings, checkpointer, initializer, step_config, teacher,
+      return _train_checked(settings, checkpointer, initializer, step_config, frozen,
                             initial, data, train_dataset_cfg, operative_config, vocabulary)
   finally:
     checkpointer.close()
@@ -159,14 +174,14 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
 
 def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
                    initializer: StateInitializer, step_config: StepConfig,
-                   teacher: FrozenModel | None, initial: Any, data: BatchIterator,
+                   frozen: dict[str, FrozenModel], initial: Any, data: BatchIterator,
                    dataset_cfg: DatasetConfig, operative_config: Callable[[], str] | None,
                    vocabulary: seqio.Vocabulary) -> dict[str, float]:
-  """The checked run, under its mesh: place the teacher, restore or init the state, write
-  the run files, compile the step, loop."""
+  """The checked run, under its mesh: place the frozen models, restore or init the state,
+  write the run files, compile the step, loop."""
   mesh, rules, model_dir = initializer.mesh, initializer.rules, checkpointer.model_dir
-  teacher_params, teacher_shardings = (
-      teacher.place(mesh, rules, settings.seed + 1) if teacher else (None, None))
+  frozen_params, frozen_shardings = place_frozen_models(frozen, mesh, rules, settings.seed)
+  teacher_params = frozen_params.get("teacher")
   abstract_state = initializer.abstract_state()
   state_shardings = initializer.shardings(abstract_state)
   state, start_step = initializer.from_checkpoint_or_scratch(
@@ -174,17 +189,14 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
       teacher_params=teacher_params)
   if start_step != data.step:   # fell back past a corrupt checkpoint: read from there
     data = BatchIterator(dataset_cfg, shard_id=0, num_shards=1, start_step=start_step)
-  _write_run_files(model_dir, operative_config, teacher, initializer.student_config,
-                   state.params, teacher_params, mesh, rules, vocabulary)
-  step_fn = jax.jit(functools.partial(train_step, step_config),
-                    in_shardings=(state_shardings, teacher_shardings,
-                                  partitioning.batch_sharding(mesh), None),
-                    out_shardings=(state_shardings, None), donate_argnums=(0,))
+  _write_run_files(model_dir, operative_config, frozen, initializer.student_config,
+                   state.params, frozen_params, mesh, rules, vocabulary)
+  step_fn = jit_train_step(step_config, state_shardings, frozen_shardings, mesh)
   writer = MetricsWriter(model_dir, total_steps=settings.total_steps, start_step=start_step,
                          console_interval_seconds=settings.console_interval_seconds)
   try:
     return TrainLoop(
-        settings=settings, step_fn=step_fn, teacher_params=teacher_params, data=data,
+        settings=settings, step_fn=step_fn, frozen_params=frozen_params, data=data,
         mesh=mesh, batch_size=dataset_cfg.batch_size, checkpointer=checkpointer,
         writer=writer, student_config=initializer.student_config, model_dir=model_dir,
     ).run(state, start_step)
@@ -240,11 +252,10 @@ def _resumable_step(model_dir: str, student_config: T5Config) -> int:
     existing.close()
 
 
-def _check_vocab_size(needed: int, student_config: T5Config,
-                      teacher_config: T5Config | None) -> None:
+def _check_vocab_size(needed: int, configs: dict[str, T5Config]) -> None:
   """Token ids at or past a model's vocab_size would be read as garbage embeddings."""
-  for role, config in (("student", student_config), ("teacher", teacher_config)):
-    if config is not None and config.vocab_size < needed:
+  for role, config in configs.items():
+    if config.vocab_size < needed:
       rounded = -(-needed // 128) * 128
       raise TrainError(
           f"The task's vocabulary has {needed} token ids but the {role}'s vocab_size is "
@@ -253,20 +264,26 @@ def _check_vocab_size(needed: int, student_config: T5Config,
 
 
 def _write_run_files(model_dir: str, operative_config: Callable[[], str] | None,
-                     teacher: FrozenModel | None, student_config: T5Config,
-                     student_params: Any, teacher_params: Any, mesh: jax.sharding.Mesh,
-                     rules: partitioning.LogicalRules, vocabulary: seqio.Vocabulary) -> None:
+                     frozen: dict[str, FrozenModel], student_config: T5Config,
+                     student_params: Any, frozen_params: dict[str, Any],
+                     mesh: jax.sharding.Mesh, rules: partitioning.LogicalRules,
+                     vocabulary: seqio.Vocabulary) -> None:
   if jax.process_index() != 0:
     return
-  origin = teacher.origin if teacher else "none (the objective has no teacher term)"
+  origins = {"Teacher": frozen["teacher"].origin if "teacher" in frozen else
+             "none (the objective has no teacher term)"}
+  if "assistant" in frozen:
+    origins["Assistant"] = frozen["assistant"].origin
   os.makedirs(model_dir, exist_ok=True)
   write_model_vocabulary(model_dir, vocabulary)
   if operative_config is not None:
     with open(os.path.join(model_dir, "config.gin"), "w") as f:
-      f.write(f"# Teacher: {origin}\n")
+      for role, origin in origins.items():
+        f.write(f"# {role}: {origin}\n")
       f.write(operative_config())
-  logging.info("Teacher: %s", origin)
+  for role, origin in origins.items():
+    logging.info("%s: %s", role, origin)
   write_model_info(os.path.join(model_dir, "model-info.txt"), mesh=mesh, rules=rules,
                    student_config=student_config, student_params=student_params,
-                   teacher_config=teacher.config if teacher else None,
-                   teacher_params=teacher_params)
+                   frozen={role: (model.config, frozen_params[role])
+                           for role, model in frozen.items()})
