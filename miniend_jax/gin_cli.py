@@ -129,14 +129,20 @@ def call_configured(entry_point: Callable, gin_files: Sequence[str],
 
 def console_main(entry_point: Callable, **kwargs) -> None:
   """`python -m ...` for a gin-configured entry point, with --gin.NAME=VALUE sugar."""
+  run_cli(lambda: run_configured(entry_point, **kwargs))
+
+
+def run_cli(body: Callable[[], object]) -> None:
+  """Run `body` as an absl program (flags parsed, --gin.NAME=VALUE sugar): a MiniendError
+  (the user's to fix) is printed as one line and exits 1; anything else is a bug or the
+  machine failing, and keeps its traceback."""
 
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-      run_configured(entry_point, **kwargs)
-    except MiniendError as error:   # the user's to fix: one line; anything else is a bug
-      # or the machine failing, and keeps its traceback.
+      body()
+    except MiniendError as error:
       logging.getLogger(__name__).error("%s: %s", type(error).__name__, error)
       print(f"error: {error}", file=sys.stderr)
       sys.exit(1)

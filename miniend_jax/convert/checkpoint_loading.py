@@ -67,6 +67,33 @@ def load_model(path: str, config: T5Config | None = None) -> tuple[T5Config, dic
   return found, params
 
 
+def load_config(path: str, config: T5Config | None = None) -> T5Config:
+  """The architecture of the checkpoint at `path`, without reading its weights (e.g. to
+  compile for it ahead of time); `config`, when given, is checked against it and is
+  required for t5x checkpoints, as in `load_model`."""
+  kind = detect_format(path)
+  if kind == "t5x":
+    if config is None:
+      raise CheckpointError(
+          f"{path!r} is a t5x checkpoint, which does not record its architecture: give "
+          "the model config (e.g. TEACHER_CONFIG in gin).")
+    return config
+  found = hf.load_config(path) if kind == "hf" else _own_config(_latest_step_dir(path))
+  if config is not None:
+    _check_same_architecture(config, found, path)
+    return config
+  return found
+
+
+def _own_config(step_dir: str) -> T5Config:
+  meta_file = os.path.join(step_dir, "meta", "metadata")
+  try:
+    with open(meta_file) as f:
+      return T5Config.from_dict(json.load(f)["model_config"])
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise CheckpointError(f"Cannot read {meta_file}: {error}") from None
+
+
 def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
   """The student (config, params) from one of our checkpoints (or its model dir's
   newest), read-only, its arrays verified against the fingerprints saved with them."""
@@ -78,13 +105,9 @@ def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
   step_dir = _latest_step_dir(path)
   if step_dir is None:
     raise CheckpointError(f"{path!r} holds no checkpoint_<step>/ directory.")
-  meta_file = os.path.join(step_dir, "meta", "metadata")
-  try:
-    with open(meta_file) as f:
-      meta = json.load(f)
-    config = T5Config.from_dict(meta["model_config"])
-  except (OSError, ValueError, KeyError, TypeError) as error:
-    raise CheckpointError(f"Cannot read {meta_file}: {error}") from None
+  config = _own_config(step_dir)
+  with open(os.path.join(step_dir, "meta", "metadata")) as f:
+    meta = json.load(f)
   try:
     state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
     student = state["params"]["student"]

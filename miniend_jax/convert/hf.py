@@ -247,18 +247,23 @@ def _read_shards(path: str, index_file: str, load) -> dict[str, np.ndarray]:
   return state
 
 
+def load_config(path: str, **config_overrides) -> T5Config:
+  """The T5Config of a local transformers T5 directory (its config.json only)."""
+  config_file = os.path.join(path, "config.json")
+  if not os.path.exists(config_file):
+    raise CheckpointError(
+        f"{path!r} is not a Hugging Face model directory: it has no config.json.")
+  with open(config_file) as f:
+    return config_from_hf(json.load(f), **config_overrides)
+
+
 def load(path: str, **config_overrides) -> tuple[T5Config, dict]:
   """(T5Config, params) from a local transformers T5 directory."""
   if not os.path.isdir(path):
     raise CheckpointError(
         f"Hugging Face checkpoint directory {path!r} does not exist (it must be a local "
         "directory holding config.json and the weights).")
-  config_file = os.path.join(path, "config.json")
-  if not os.path.exists(config_file):
-    raise CheckpointError(
-        f"{path!r} is not a Hugging Face model directory: it has no config.json.")
-  with open(config_file) as f:
-    config = config_from_hf(json.load(f), **config_overrides)
+  config = load_config(path, **config_overrides)
   state = _read_state_dict(path)
   state = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in state.items()}
   return config, params_from_state_dict(config, state)

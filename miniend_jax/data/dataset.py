@@ -129,6 +129,21 @@ def dataset_vocabulary(config: DatasetConfig) -> seqio.Vocabulary:
       config.mixture_or_task_name, config.module, vocabulary=config.vocabulary))
 
 
+def batch_spec(config: DatasetConfig,
+               feature_converter_cls: type[seqio.FeatureConverter] = (
+                   seqio.EncDecFeatureConverter)) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch's features, {name: ShapeDtypeStruct [batch_size, length]}, as
+  `get_dataset` yields them (per host: batch_size / hosts rows), worked out from the
+  feature converter alone: no task is read (e.g. to compile a step ahead of time)."""
+  _check_config(config, 1)
+  lengths = dict(config.task_feature_lengths)
+  example = tf.data.Dataset.from_tensors({k: tf.ones([1], tf.int32) for k in lengths})
+  converted = feature_converter_cls(pack=config.pack)(example, task_feature_lengths=lengths)
+  return {name: jax.ShapeDtypeStruct((config.batch_size, *spec.shape),
+                                     spec.dtype.as_numpy_dtype)
+          for name, spec in converted.element_spec.items()}
+
+
 def _check_config(config: DatasetConfig, num_shards: int) -> None:
   for feature in ("inputs", "targets"):
     length = config.task_feature_lengths.get(feature)

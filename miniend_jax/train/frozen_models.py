@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.convert.checkpoint_loading import load_config, load_model
 from miniend_jax.distill.objectives import Objective
 from miniend_jax.distill.student_init import init_student
 from miniend_jax.errors import MiniendError
@@ -64,13 +64,26 @@ class FrozenModel:
                             shardings)
     return params, shardings
 
+  def abstract(self, mesh: jax.sharding.Mesh, rules: partitioning.LogicalRules
+               ) -> tuple[Any, Any]:
+    """(ShapeDtypeStructs laid out as `place` would lay out the parameters, their
+    shardings): what the step is compiled for, without any weights."""
+    shardings = partitioning.logical_to_sharding(mesh, logical_axes(self.config), rules)
+    shapes = jax.eval_shape(lambda: init_student(self.config, jax.random.key(0),
+                                                 method="random"))
+    dtype = self.config.parameter_dtype
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, dtype, sharding=s), shapes,
+        shardings), shardings
+
 
 def _setting(role: str, kind: str) -> str:
   return f"{role.upper()}_{kind}"
 
 
 def load_frozen_model(role: str, checkpoint: str | None, config: T5Config | None,
-                      dtype: str | None, *, needed_because: str) -> FrozenModel:
+                      dtype: str | None, *, needed_because: str,
+                      read_weights: bool = True) -> FrozenModel:
   """Read one frozen model.
 
   `checkpoint`: <ROLE>_CHECKPOINT (Hugging Face, t5x or one of our runs; ours are
@@ -78,8 +91,13 @@ def load_frozen_model(role: str, checkpoint: str | None, config: T5Config | None
   for a random model, checked against the weights otherwise). `dtype`: <ROLE>_DTYPE, e.g.
   "bfloat16" to hold and run the model in lower precision. `needed_because`: why the run
   needs this model (starts the error when neither checkpoint nor config is given).
+  `read_weights=False` reads only the architecture (to compile ahead of time): weights
+  stays None.
   """
-  if checkpoint:
+  if checkpoint and not read_weights:   # <ROLE>_CONFIG, when given, is all that is needed
+    config, weights = (load_config(checkpoint) if config is None else config), None
+    origin = f"the architecture of {checkpoint} (weights not read)"
+  elif checkpoint:
     config, weights = load_model(checkpoint, config)
     origin = f"loaded from {checkpoint}"
   elif config is not None:
@@ -96,16 +114,16 @@ def load_frozen_model(role: str, checkpoint: str | None, config: T5Config | None
 
 
 def load_teacher(objective: Objective, checkpoint: str | None, config: T5Config | None,
-                 dtype: str | None) -> FrozenModel | None:
+                 dtype: str | None, *, read_weights: bool = True) -> FrozenModel | None:
   """The teacher the objective distils from (None when it has no teacher term)."""
   if not objective.uses_teacher:
     return None
-  return load_frozen_model("teacher", checkpoint, config, dtype,
+  return load_frozen_model("teacher", checkpoint, config, dtype, read_weights=read_weights,
                            needed_because="The objective distils from a teacher")
 
 
 def load_assistant(objective: Objective, checkpoint: str | None, config: T5Config | None,
-                   dtype: str | None) -> FrozenModel | None:
+                   dtype: str | None, *, read_weights: bool = True) -> FrozenModel | None:
   """The assistant the objective blends its logit target with (None when it has none);
   an assistant given to an objective that does not read one is refused, since the user
   meant it to be used."""
@@ -120,7 +138,7 @@ def load_assistant(objective: Objective, checkpoint: str | None, config: T5Confi
           f"{' and '.join(given)} unset.")
     return None
   return load_frozen_model(
-      "assistant", checkpoint, config, dtype,
+      "assistant", checkpoint, config, dtype, read_weights=read_weights,
       needed_because="The objective blends its logit target with an assistant "
                      "(BLEND_PARTNER = \"assistant\")")
 
@@ -135,3 +153,18 @@ def place_frozen_models(models: dict[str, FrozenModel], mesh: jax.sharding.Mesh,
   for role, model in models.items():
     params[role], shardings[role] = model.place(mesh, rules, seed + 1 + 2 * ROLES.index(role))
   return params, shardings
+
+
+def load_frozen_models(objective: Objective, *, teacher_checkpoint: str | None,
+                       teacher_config: T5Config | None, teacher_dtype: str | None,
+                       assistant_checkpoint: str | None, assistant_config: T5Config | None,
+                       assistant_dtype: str | None, read_weights: bool = True
+                       ) -> dict[str, FrozenModel]:
+  """{role: FrozenModel} of the roles the objective reads (TEACHER_* and ASSISTANT_*
+  settings; see `load_frozen_model`)."""
+  models = {
+      "teacher": load_teacher(objective, teacher_checkpoint, teacher_config, teacher_dtype,
+                              read_weights=read_weights),
+      "assistant": load_assistant(objective, assistant_checkpoint, assistant_config,
+                                  assistant_dtype, read_weights=read_weights)}
+  return {role: model for role, model in models.items() if model is not None}

@@ -82,16 +82,19 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec("data"))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh, *, name: str = "BATCH_SIZE") -> None:
+def check_batch_size(global_batch_size: int, mesh: Mesh, *, name: str = "BATCH_SIZE",
+                     num_hosts: int | None = None) -> None:
+  """`num_hosts`: the hosts feeding the mesh (default jax.process_count())."""
+  num_hosts = jax.process_count() if num_hosts is None else num_hosts
   data = mesh.shape["data"]
   if global_batch_size % data:
     raise PartitioningError(
         f"{name}={global_batch_size} is not divisible by the mesh's data axis ({data} "
         "devices); choose a multiple of it or raise MODEL_PARALLEL_SIZE.")
-  if global_batch_size % jax.process_count():
+  if global_batch_size % num_hosts:
     raise PartitioningError(
         f"{name}={global_batch_size} is not divisible by the number of hosts "
-        f"({jax.process_count()}).")
+        f"({num_hosts}).")
 
 
 def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -19,7 +19,7 @@ uninterrupted run would (the data stream is a function of the step).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -35,7 +35,7 @@ from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
 from miniend_jax.train import partitioning
 from miniend_jax.train.checkpoints import Checkpointer
-from miniend_jax.train.frozen_models import (FrozenModel, load_assistant, load_teacher,
+from miniend_jax.train.frozen_models import (FrozenModel, load_frozen_models,
                                              place_frozen_models)
 from miniend_jax.train.loop import LoopSettings, TrainLoop
 from miniend_jax.train.metrics_writer import MetricsWriter
@@ -129,15 +129,18 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
                         ("INITIAL_CHECKPOINT_PATH", initial_checkpoint_path),
                         ("MODEL_DIR (resumed)", model_dir)):
     check_model_vocabulary(path, vocabulary, setting)   # before any model is read
-  teacher = load_teacher(objective, teacher_checkpoint, teacher_config, teacher_dtype)
-  assistant = load_assistant(objective, assistant_checkpoint, assistant_config,
-                             assistant_dtype)
-  frozen = {m.role: m for m in (teacher, assistant) if m is not None}
-  teacher_config = teacher.config if teacher else None
-  assistant_config = assistant.config if assistant else None
-  objective.check(teacher_config, student_config, assistant_config)
-  mesh = _make_mesh(num_devices, model_parallel_size, train_dataset_cfg.batch_size,
-                    num_microbatches)
+  frozen = load_frozen_models(
+      objective, teacher_checkpoint=teacher_checkpoint, teacher_config=teacher_config,
+      teacher_dtype=teacher_dtype, assistant_checkpoint=assistant_checkpoint,
+      assistant_config=assistant_config, assistant_dtype=assistant_dtype)
+  mesh = make_train_mesh(num_devices, model_parallel_size, train_dataset_cfg.batch_size,
+                         num_microbatches)
+  step_config, initializer = plan_step(
+      objective=objective, student_config=student_config,
+      frozen_configs={role: model.config for role, model in frozen.items()},
+      optimizer=optimizer, learning_rate=learning_rate, num_microbatches=num_microbatches,
+      report_accuracy=report_accuracy, on_nonfinite=on_nonfinite, student_init=student_init,
+      seed=seed, mesh=mesh, rules=logical_axis_rules)
   _check_vocab_size(vocabulary.vocab_size,
                     {"student": student_config, **{r: m.config for r, m in frozen.items()}})
   resume_step = _resumable_step(model_dir, student_config)
@@ -147,17 +150,6 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   # Every host reads the whole global batch and keeps its rows, so the losses do not depend
   # on the number of hosts. Built now: bad data refuses the run before anything is written.
   data = BatchIterator(train_dataset_cfg, shard_id=0, num_shards=1, start_step=resume_step)
-  schedule = learning_rate or constant(1e-3)
-  tx = optimizer(learning_rate=schedule)
-  initializer = StateInitializer(
-      student_config=student_config, objective=objective, optimizer=tx, mesh=mesh,
-      rules=logical_axis_rules, student_init=student_init, teacher_config=teacher_config,
-      seed=seed)
-  step_config = StepConfig(
-      objective=objective, student_config=student_config, teacher_config=teacher_config,
-      optimizer=tx, learning_rate=schedule, num_microbatches=num_microbatches,
-      report_accuracy=report_accuracy, skip_nonfinite=on_nonfinite == "skip",
-      assistant_config=assistant_config)
   settings = LoopSettings(
       total_steps=total_steps, log_period=log_period, seed=seed, on_nonfinite=on_nonfinite,
       health_examples=health_examples, inference_evaluator=inference_evaluator,
@@ -204,6 +196,31 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
     writer.close()
 
 
+def plan_step(*, objective: Objective, student_config: T5Config,
+              frozen_configs: dict[str, T5Config],
+              optimizer: Callable[..., optax.GradientTransformation],
+              learning_rate: Schedule | None, num_microbatches: int, report_accuracy: bool,
+              on_nonfinite: str, student_init: str, seed: int, mesh: jax.sharding.Mesh,
+              rules: partitioning.LogicalRules) -> tuple[StepConfig, StateInitializer]:
+  """What the step computes and how its state is laid out, from `train`'s settings and the
+  frozen models' architectures ({role: config}); shared with `train_compile`, which
+  compiles this same step for a TPU topology."""
+  teacher_config = frozen_configs.get("teacher")
+  assistant_config = frozen_configs.get("assistant")
+  objective.check(teacher_config, student_config, assistant_config)
+  schedule = learning_rate or constant(1e-3)
+  tx = optimizer(learning_rate=schedule)
+  initializer = StateInitializer(
+      student_config=student_config, objective=objective, optimizer=tx, mesh=mesh,
+      rules=rules, student_init=student_init, teacher_config=teacher_config, seed=seed)
+  step_config = StepConfig(
+      objective=objective, student_config=student_config, teacher_config=teacher_config,
+      optimizer=tx, learning_rate=schedule, num_microbatches=num_microbatches,
+      report_accuracy=report_accuracy, skip_nonfinite=on_nonfinite == "skip",
+      assistant_config=assistant_config)
+  return step_config, initializer
+
+
 def _check_settings(*, model_dir: str, total_steps: int, eval_period: int | None,
                     on_nonfinite: str, student_init: str) -> None:
   _check_model_dir(model_dir)
@@ -219,18 +236,21 @@ def _check_settings(*, model_dir: str, total_steps: int, eval_period: int | None
                      f"{student_init!r}.")
 
 
-def _make_mesh(num_devices: int | None, model_parallel_size: int, batch_size: int,
-               num_microbatches: int) -> jax.sharding.Mesh:
+def make_train_mesh(num_devices: int | None, model_parallel_size: int, batch_size: int,
+                    num_microbatches: int, *, devices: Sequence[jax.Device] | None = None,
+                    num_hosts: int | None = None) -> jax.sharding.Mesh:
   """The ("data", "model") mesh over all devices (or the first `num_devices`), checked
-  against the batch it must split."""
-  devices = jax.devices()
+  against the batch it must split. `devices` and `num_hosts` default to this run's
+  (jax.devices(), jax.process_count()); train_compile passes a TPU topology's."""
+  devices = list(jax.devices() if devices is None else devices)
+  num_hosts = jax.process_count() if num_hosts is None else num_hosts
   if num_devices is not None:
     if not 1 <= num_devices <= len(devices):
       raise TrainError(f"num_devices={num_devices} must be in [1, {len(devices)}].")
     devices = devices[:num_devices]
   mesh = partitioning.make_mesh(model_parallel_size, devices)
-  partitioning.check_batch_size(batch_size, mesh)
-  per_host = batch_size // jax.process_count()
+  partitioning.check_batch_size(batch_size, mesh, num_hosts=num_hosts)
+  per_host = batch_size // num_hosts
   if per_host % num_microbatches:
     raise TrainError(f"num_microbatches={num_microbatches} must divide the per-host batch "
                      f"({per_host}).")
