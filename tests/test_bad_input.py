@@ -158,6 +158,11 @@ CASES = [
     ("assistant_unread", "an ASSISTANT_CHECKPOINT for an objective that reads no assistant",
      (TINY,), lambda p: [f"ASSISTANT_CHECKPOINT = '{p['finished_run']}'"], FrozenModelError,
      "ASSISTANT_CHECKPOINT is set but the objective reads no assistant"),
+    ("input_shards_not_dividing", "an INPUT_SHARDS that does not divide BATCH_SIZE", (TINY,),
+     lambda p: ["INPUT_SHARDS = 3"], DataError, "INPUT_SHARDS=3 must divide BATCH_SIZE=8"),
+    ("resume_other_input_shards", "resuming with another INPUT_SHARDS", (TINY,),
+     lambda p: _resume_as(p, "INPUT_SHARDS = 2"), TrainError,
+     "INPUT_SHARDS=2, but MODEL_DIR's checkpoints were read as 1 input shards"),
     ("model_dir_is_file", "MODEL_DIR inside a file", (TINY,),
      lambda p: [f"MODEL_DIR = '{p['model_dir']}/notes.txt/run'"], TrainError, "is a file"),
 ]

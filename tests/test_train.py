@@ -112,8 +112,12 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_same_losses_as_two_processes_of_four_devices(tmp_path, single_device_run,
-                                                      sentencepiece_model):
+def test_same_losses_as_two_processes_of_four_devices(tmp_path, sentencepiece_model):
+  """Two processes (INPUT_SHARDS defaults to 2, one per host), each reading only its own
+  input shard, give the losses of one process reading both shards."""
+  one_process = str(tmp_path / "one_process")
+  train_with(one_process, "trainer.train.num_devices = 1", "INPUT_SHARDS = 2",
+             vocabulary=sentencepiece_model)
   model_dir = str(tmp_path / "two_hosts")
   address = f"127.0.0.1:{_free_port()}"
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
@@ -123,9 +127,11 @@ def test_same_losses_as_two_processes_of_four_devices(tmp_path, single_device_ru
   outputs = [p.communicate(timeout=600)[0] for p in processes]
   for process, output in zip(processes, outputs):
     assert process.returncode == 0, output[-3000:]
+  for index, output in enumerate(outputs):
+    assert f"reads input shards [{index}] of 2, 4 of the 8 rows" in output, output[-3000:]
   info = open(os.path.join(model_dir, "model-info.txt")).read()
   assert "over 8 devices, 2 process(es)" in info
-  one = [m["loss"] for m in read_metrics(single_device_run)]
+  one = [m["loss"] for m in read_metrics(one_process)]
   hosts = [m["loss"] for m in read_metrics(model_dir)]
   np.testing.assert_allclose(hosts, one, atol=1e-5, rtol=0)
 

@@ -9,9 +9,10 @@ Determinism: with a seed, seqio's shuffles, preprocessor randomness (span-corrup
 and mixture sampling are all seeded and tf.data runs in deterministic order, so a config,
 seed and host always give the same batches.
 
-Multi-host: host `shard_id` of `num_shards` (by default jax.process_index() of
+Sharded reading: `shard_id` of `num_shards` (by default jax.process_index() of
 jax.process_count()) reads shard `shard_id` of the data (seqio.ShardInfo, applied before
-packing) and gets batch_size / num_shards examples per batch.
+preprocessing and packing) and gets batch_size / num_shards examples per batch. Training
+reads through data/host_input.py, which gives each host its own shards.
 
 Resuming at step k, two exact mechanisms:
 - `BatchIterator.save(path)` / `restore(path)` checkpoint the tf.data iterator itself
@@ -152,7 +153,7 @@ def _check_config(config: DatasetConfig, num_shards: int) -> None:
                       f"{length!r} (set TASK_FEATURE_LENGTHS).")
   if config.batch_size <= 0 or config.batch_size % num_shards:
     raise DataError(f"batch_size={config.batch_size} must be a positive multiple of the "
-                    f"{num_shards} hosts reading data.")
+                    f"{num_shards} shards the data is read in (hosts, or INPUT_SHARDS).")
 
 
 def get_dataset(config: DatasetConfig, *, shard_id: int | None = None,

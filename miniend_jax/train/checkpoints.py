@@ -88,8 +88,10 @@ class Checkpointer:
   """Saves every `period` steps, keeps the newest `keep` (None keeps all)."""
 
   def __init__(self, model_dir: str, *, period: int, keep: int | None = None,
-               read_only: bool = False):
-    """`read_only`: only read (no directory is created, no leftover removed)."""
+               read_only: bool = False, run_meta: dict[str, Any] | None = None):
+    """`read_only`: only read (no directory is created, no leftover removed).
+    `run_meta`: written into every checkpoint's meta (e.g. {"input_shards": K})."""
+    self.run_meta = dict(run_meta or {})
     if period < 1:
       raise CheckpointError(f"CHECKPOINT_PERIOD must be >= 1, got {period}.")
     if keep is not None and keep < 1:
@@ -112,7 +114,7 @@ class Checkpointer:
     return step % self.period == 0
 
   def save(self, step: int, state: Any, *, config: T5Config) -> None:
-    meta = {"model_config": config.to_dict(), "step": step,
+    meta = {**self.run_meta, "model_config": config.to_dict(), "step": step,
             "fingerprints": fingerprints(state)}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)

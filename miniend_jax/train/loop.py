@@ -146,15 +146,12 @@ class TrainLoop:
 
   def run(self, state, start_step: int) -> dict[str, float]:
     """Train; returns the last logged metrics."""
-    rows = self.batch_size // jax.process_count()
-    first_row = jax.process_index() * rows
     dropout_rng = jax.random.key(self.settings.seed + 2)
     period, health, last_logged = PeriodMetrics(), {}, {}
     step = start_step
     with Preemption() as preemption:
       while step < self.settings.total_steps:
-        global_batch = next(self.data)
-        host_batch = {k: v[first_row:first_row + rows] for k, v in global_batch.items()}
+        host_batch = next(self.data)
         state, metrics = self.step_fn(
             state, self.frozen_params,
             partitioning.host_batch_to_global(host_batch, self.mesh), dropout_rng)
@@ -167,7 +164,7 @@ class TrainLoop:
         if due.fetch and self.settings.on_nonfinite == "stop":
           self._stop_on_nonfinite(step, period.fetch())
         if due.health:
-          health = self._attention_health(state, global_batch, step)
+          health = self._attention_health(state, host_batch, step)
         if due.log:
           last_logged = {**period.means(), **health}
           health = {}
@@ -195,11 +192,14 @@ class TrainLoop:
           f"{self.checkpointer.latest_step() or 0}). Lower the learning rate, check the "
           "data, or set ON_NONFINITE = \"skip\" to drop such steps.")
 
-  def _attention_health(self, state, global_batch, step: int) -> dict[str, float]:
-    """Normalized attention entropies and the encoder-output cosine of the first
-    `health_examples` rows (the same on every host); warns when attention has collapsed."""
-    rows = {k: v[:self.settings.health_examples] for k, v in global_batch.items()
+  def _attention_health(self, state, host_batch, step: int) -> dict[str, float]:
+    """Normalized attention entropies and the encoder-output cosine of the global batch's
+    first `health_examples` rows (process 0's, sent to every host); warns when attention
+    has collapsed."""
+    rows = {k: v[:self.settings.health_examples] for k, v in host_batch.items()
             if k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}
+    if jax.process_count() > 1:
+      rows = multihost_utils.broadcast_one_to_all(rows)
     health = {k: v for k, v in attention_health(self.student_config,
                                                 state.params["student"], rows).items()
               if not k.startswith("attention_entropy/")}

@@ -18,6 +18,7 @@ uninterrupted run would (the data stream is a function of the step).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +30,8 @@ from absl import logging
 
 from miniend_jax.convert.checkpoint_loading import load_model
 from miniend_jax.convert.model_vocabulary import check_model_vocabulary, write_model_vocabulary
-from miniend_jax.data.dataset import BatchIterator, DatasetConfig, dataset_vocabulary
+from miniend_jax.data.dataset import DatasetConfig, dataset_vocabulary
+from miniend_jax.data.host_input import HostBatches, check_input_shards
 from miniend_jax.distill.objectives import Objective
 from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
@@ -80,7 +82,8 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           log_period: int = 10, model_parallel_size: int = 1,
           num_devices: int | None = None,
           logical_axis_rules: partitioning.LogicalRules = partitioning.STANDARD_RULES,
-          num_microbatches: int = 1, report_accuracy: bool = True, seed: int = 0,
+          num_microbatches: int = 1, input_shards: int | None = None,
+          report_accuracy: bool = True, seed: int = 0,
           inference_evaluator: Callable[..., Any] | None = None,
           eval_period: int | None = None,
           console_interval_seconds: float = 0.0, on_nonfinite: str = "stop",
@@ -110,6 +113,10 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
     model_parallel_size, num_devices, logical_axis_rules, num_microbatches: the mesh's
       "model" axis, the first N devices (default all), logical -> mesh axes; gradient
       accumulation steps per update.
+    input_shards: INPUT_SHARDS: the global batch is read as this many shards, each host
+      reading its own (data/host_input.py); None: the number of hosts at the run's first
+      start. Recorded in the checkpoints: a resumed run keeps it (set it to resume on a
+      number of hosts it is not a multiple of).
     report_accuracy: log the student's accuracy and cross-entropy on targets.
     seed: parameter initialisation and dropout.
     inference_evaluator, eval_period: called as (student_config, student_params, step,
@@ -143,31 +150,41 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
       seed=seed, mesh=mesh, rules=logical_axis_rules)
   _check_vocab_size(vocabulary.vocab_size,
                     {"student": student_config, **{r: m.config for r, m in frozen.items()}})
-  resume_step = _resumable_step(model_dir, student_config)
+  resume_step, recorded_shards = _resumable_step(model_dir, student_config)
+  input_shards = _input_shards(input_shards, recorded_shards, train_dataset_cfg.batch_size)
   initial = None
   if initial_checkpoint_path and not resume_step:
     initial = load_model(initial_checkpoint_path, student_config)[1]   # a bad path refuses
-  # Every host reads the whole global batch and keeps its rows, so the losses do not depend
-  # on the number of hosts. Built now: bad data refuses the run before anything is written.
-  data = BatchIterator(train_dataset_cfg, shard_id=0, num_shards=1, start_step=resume_step)
+  # Each host reads only its own rows; the batches do not depend on the number of hosts.
+  # Built now: bad data refuses the run before anything is written.
+  read_data = functools.partial(HostBatches, train_dataset_cfg, input_shards=input_shards,
+                                host=jax.process_index(), num_hosts=jax.process_count())
+  data = read_data(start_step=resume_step)
+  logging.info("Input: this host reads input shards %s of %d, %d of the %d rows of each "
+               "batch.", list(data.shards), input_shards,
+               train_dataset_cfg.batch_size // jax.process_count(),
+               train_dataset_cfg.batch_size)
   settings = LoopSettings(
       total_steps=total_steps, log_period=log_period, seed=seed, on_nonfinite=on_nonfinite,
       health_examples=health_examples, inference_evaluator=inference_evaluator,
       eval_period=eval_period, console_interval_seconds=console_interval_seconds)
   # Everything is checked: only now is MODEL_DIR written.
-  checkpointer = Checkpointer(model_dir, period=checkpoint_period, keep=keep_checkpoints)
+  checkpointer = Checkpointer(model_dir, period=checkpoint_period, keep=keep_checkpoints,
+                              run_meta={"input_shards": input_shards})
   try:
     with partitioning.activate(mesh, logical_axis_rules):
       return _train_checked(settings, checkpointer, initializer, step_config, frozen,
-                            initial, data, train_dataset_cfg, operative_config, vocabulary)
+                            initial, data, read_data, train_dataset_cfg.batch_size,
+                            operative_config, vocabulary)
   finally:
     checkpointer.close()
 
 
 def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
                    initializer: StateInitializer, step_config: StepConfig,
-                   frozen: dict[str, FrozenModel], initial: Any, data: BatchIterator,
-                   dataset_cfg: DatasetConfig, operative_config: Callable[[], str] | None,
+                   frozen: dict[str, FrozenModel], initial: Any, data: HostBatches,
+                   read_data: Callable[..., HostBatches], batch_size: int,
+                   operative_config: Callable[[], str] | None,
                    vocabulary: seqio.Vocabulary) -> dict[str, float]:
   """The checked run, under its mesh: place the frozen models, restore or init the state,
   write the run files, compile the step, loop."""
@@ -180,7 +197,7 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
       checkpointer, abstract_state, state_shardings, initial_student=initial,
       teacher_params=teacher_params)
   if start_step != data.step:   # fell back past a corrupt checkpoint: read from there
-    data = BatchIterator(dataset_cfg, shard_id=0, num_shards=1, start_step=start_step)
+    data = read_data(start_step=start_step)
   _write_run_files(model_dir, operative_config, frozen, initializer.student_config,
                    state.params, frozen_params, mesh, rules, vocabulary)
   step_fn = jit_train_step(step_config, state_shardings, frozen_shardings, mesh)
@@ -189,7 +206,7 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
   try:
     return TrainLoop(
         settings=settings, step_fn=step_fn, frozen_params=frozen_params, data=data,
-        mesh=mesh, batch_size=dataset_cfg.batch_size, checkpointer=checkpointer,
+        mesh=mesh, batch_size=batch_size, checkpointer=checkpointer,
         writer=writer, student_config=initializer.student_config, model_dir=model_dir,
     ).run(state, start_step)
   finally:
@@ -257,19 +274,37 @@ def make_train_mesh(num_devices: int | None, model_parallel_size: int, batch_siz
   return mesh
 
 
-def _resumable_step(model_dir: str, student_config: T5Config) -> int:
-  """The step of MODEL_DIR's newest checkpoint (0: none), refused when it holds another
-  student's architecture; found without writing anything."""
+def _resumable_step(model_dir: str, student_config: T5Config) -> tuple[int, int | None]:
+  """(the step of MODEL_DIR's newest checkpoint (0: none), the INPUT_SHARDS it recorded),
+  refused when it holds another student's architecture; found without writing anything.
+  Checkpoints from before INPUT_SHARDS were read as one shard."""
   if not os.path.isdir(model_dir):
-    return 0
+    return 0, None
   existing = Checkpointer(model_dir, period=1, read_only=True)
   try:
     step = existing.latest_step()
-    if step:
-      existing.check_config(step, student_config)
-    return step or 0
+    if not step:
+      return 0, None
+    existing.check_config(step, student_config)
+    try:
+      recorded = existing.read_meta(step).get("input_shards", 1)
+    except Exception:  # pylint: disable=broad-except  (unreadable: restore falls back)
+      recorded = None
+    return step, recorded
   finally:
     existing.close()
+
+
+def _input_shards(asked: int | None, recorded: int | None, batch_size: int) -> int:
+  """INPUT_SHARDS of this start: a resumed run keeps the one it started with."""
+  if recorded is not None and asked is not None and asked != recorded:
+    raise TrainError(
+        f"INPUT_SHARDS={asked}, but MODEL_DIR's checkpoints were read as {recorded} input "
+        f"shards; resuming with another number would read other batches: set INPUT_SHARDS "
+        f"= {recorded} (or None), or use a new MODEL_DIR.")
+  shards = asked or recorded or jax.process_count()
+  check_input_shards(shards, batch_size, jax.process_count())
+  return shards
 
 
 def _check_vocab_size(needed: int, configs: dict[str, T5Config]) -> None:
