@@ -158,6 +158,10 @@ CASES = [
     ("assistant_unread", "an ASSISTANT_CHECKPOINT for an objective that reads no assistant",
      (TINY,), lambda p: [f"ASSISTANT_CHECKPOINT = '{p['finished_run']}'"], FrozenModelError,
      "ASSISTANT_CHECKPOINT is set but the objective reads no assistant"),
+    ("model_axis_not_dividing", "a MODEL_PARALLEL_SIZE that does not divide the heads",
+     (TINY,), lambda p: ["MODEL_PARALLEL_SIZE = 8"], PartitioningError,
+     "has 4 along 'heads', which the 8-way 'model' mesh axis cannot split: set "
+     "MODEL_PARALLEL_SIZE to a divisor of 4"),
     ("input_shards_not_dividing", "an INPUT_SHARDS that does not divide BATCH_SIZE", (TINY,),
      lambda p: ["INPUT_SHARDS = 3"], DataError, "INPUT_SHARDS=3 must divide BATCH_SIZE=8"),
     ("resume_other_input_shards", "resuming with another INPUT_SHARDS", (TINY,),

@@ -33,7 +33,7 @@ SETTINGS = {
            ["TEACHER_CHECKPOINT=None", "ASSISTANT_CHECKPOINT=None"],
            [("v5e:2x2", []), ("v5e:2x4", []), ("v5e:4x4", []),
             ("v5e:4x4", ["MODEL_PARALLEL_SIZE=4"])]),
-    "11b": ("T5 1.1 XXL -> 6L_384H, MiniEnD-E, bf16 teacher, 8-way model parallel",
+    "11b": ("T5 1.1 XXL -> 6L_384H, MiniEnD-E, bf16 teacher, 4-way model parallel",
             "experiments/scale_miniend_e_11b.gin", ["TEACHER_CHECKPOINT=None"],
             [("v5e:2x4", []), ("v5e:4x4", []), ("v5e:4x8", [])]),
 }
@@ -59,9 +59,18 @@ def main() -> None:
   parser.add_argument("--out", required=True, help="JSON lines of every compile, appended")
   parser.add_argument("--settings", default=",".join(SETTINGS))
   parser.add_argument("--input_examples_per_core_second", type=float, default=None)
+  parser.add_argument("--table_only", action="store_true",
+                      help="print the table from the fitting compiles already in --out")
   args = parser.parse_args()
   rows = []
-  for name in args.settings.split(","):
+  if args.table_only:
+    with open(args.out) as f:
+      records = [json.loads(line) for line in f]
+    for name in args.settings.split(","):
+      fitting = [r for r in records if r["setting"] == name and r["fits"]]
+      if fitting:
+        rows.append((name, SETTINGS[name][0], fitting[0]))
+  for name in [] if args.table_only else args.settings.split(","):
     description, gin_file, bindings, ladder = SETTINGS[name]
     for topology, extra in ladder:
       report = compile_once(gin_file, bindings + extra, topology)

@@ -6,14 +6,16 @@ evaluation and export. The format is recognised from the directory's contents.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from typing import Any
 
 from flax import traverse_util
 
 from miniend_jax.convert import hf, t5x
 from miniend_jax.convert.step_directories import step_directories, step_of
-from miniend_jax.convert.validation import CheckpointError, params_for_config
+from miniend_jax.convert.validation import CheckpointError, expected_shapes, params_for_config
 from miniend_jax.model.config import T5Config
 
 def detect_format(path: str) -> str:
@@ -43,16 +45,25 @@ def _latest_step_dir(path: str) -> str | None:
   return steps[-1][1] if steps else None
 
 
-def load_model(path: str, config: T5Config | None = None) -> tuple[T5Config, dict]:
+def load_model(path: str, config: T5Config | None = None, *, lazy: bool = False
+               ) -> tuple[T5Config, Any]:
   """(config, params) from `path`.
 
   Hugging Face and our own checkpoints record their architecture; if `config` is also
   given it must agree with it (the error lists the differing fields). t5x checkpoints do
   not record it, so `config` is required for them.
+
+  `lazy=True` checks names and shapes now but reads no weights: params are LazyArray
+  leaves (Hugging Face safetensors, t5x TensorStore arrays) or, for our checkpoints, an
+  `OwnCheckpointParams`; `lazy_arrays.place_on_mesh` then has each host read only what its
+  devices hold.
   """
   kind = detect_format(path)
   if kind == "hf":
-    found, params = hf.load(path)
+    found, params = hf.load(path, lazy=lazy)
+  elif kind == "miniend" and lazy:
+    found = load_config(path)
+    params = OwnCheckpointParams(_latest_step_dir(path), found, expected_shapes(found))
   elif kind == "miniend":
     found, params = load_own_checkpoint(path)
   else:
@@ -60,7 +71,7 @@ def load_model(path: str, config: T5Config | None = None) -> tuple[T5Config, dic
       raise CheckpointError(
           f"{path!r} is a t5x checkpoint, which does not record its architecture: give "
           "the model config (e.g. TEACHER_CONFIG in gin).")
-    return config, t5x.load(path, config)
+    return config, t5x.load(path, config, lazy=lazy)
   if config is not None:
     _check_same_architecture(config, found, path)
     return config, params
@@ -117,6 +128,44 @@ def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
     verify_fingerprints(student, meta["fingerprints"], step_dir, prefix=STUDENT_PREFIX)
   return config, params_for_config(config, traverse_util.flatten_dict(student),
                                    source=f"checkpoint {step_dir}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnCheckpointParams:
+  """The student parameters of one of our checkpoints, not yet read: `restore` reads them
+  straight into shardings (Orbax reads, on each host, the shards its devices hold) and
+  verifies them against the fingerprints saved with them."""
+
+  step_dir: str
+  config: T5Config
+  shapes: dict   # expected_shapes(config), worked out before any mesh is the context
+
+  def restore(self, shardings: Any, dtype: Any) -> Any:
+    import jax  # pylint: disable=g-import-not-at-top
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+    from miniend_jax.train.checkpoints import (  # pylint: disable=g-import-not-at-top
+        STUDENT_PREFIX, verify_fingerprints)
+
+    shapes = traverse_util.unflatten_dict(self.shapes)
+    student = jax.tree_util.tree_map(
+        lambda shape, sharding: jax.ShapeDtypeStruct(shape, self.config.parameter_dtype,
+                                                     sharding=sharding),
+        shapes, shardings, is_leaf=lambda x: isinstance(x, tuple))
+    target = {"params": {"student": student}}
+    state_dir = os.path.join(self.step_dir, "state")
+    try:
+      restored = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True))
+    except Exception as error:  # orbax raises many types for unreadable directories.
+      raise CheckpointError(f"Cannot read {state_dir}: {error}") from None
+    params = restored["params"]["student"]
+    with open(os.path.join(self.step_dir, "meta", "metadata")) as f:
+      saved = json.load(f).get("fingerprints")
+    if saved:
+      verify_fingerprints(params, saved, self.step_dir, prefix=STUDENT_PREFIX)
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype), params)
 
 
 def _check_same_architecture(expected: T5Config, found: T5Config, path: str) -> None:

@@ -20,9 +20,11 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
+from miniend_jax.convert.lazy_arrays import LazyArray
 from miniend_jax.convert.validation import CheckpointError, params_for_config
 from miniend_jax.errors import InputMissingError, OutputExistsError
 from miniend_jax.model.config import ConfigError, T5Config
@@ -166,6 +168,9 @@ def parameter_map(config: T5Config) -> dict[tuple[str, ...], tuple[str, bool]]:
   return names
 
 
+# safetensors dtype names of the weights a T5 checkpoint holds.
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+                       "F64": np.float64}
 # Keys transformers writes that duplicate the shared embedding.
 _TIED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
@@ -188,9 +193,13 @@ def params_from_state_dict(config: T5Config, state: Mapping[str, np.ndarray]) ->
         f"The checkpoint holds {len(unexpected)} tensor(s) this config does not use, e.g. "
         f"{unexpected[:3]}: check num_layers / num_decoder_layers / feed_forward_proj in "
         "config.json against the weights.")
-  flat = {path: np.asarray(state[key]).T if transpose else np.asarray(state[key])
+  flat = {path: _transposed(state[key]) if transpose else state[key]
           for path, (key, transpose) in expected.items()}
   return params_for_config(config, flat, source="the Hugging Face checkpoint")
+
+
+def _transposed(array):
+  return array.transposed() if isinstance(array, LazyArray) else np.asarray(array).T
 
 
 def state_dict_from_params(config: T5Config, params) -> dict[str, np.ndarray]:
@@ -257,13 +266,56 @@ def load_config(path: str, **config_overrides) -> T5Config:
     return config_from_hf(json.load(f), **config_overrides)
 
 
-def load(path: str, **config_overrides) -> tuple[T5Config, dict]:
-  """(T5Config, params) from a local transformers T5 directory."""
+def _lazy_safetensors(path: str) -> dict[str, LazyArray] | None:
+  """The state dict of model.safetensors (or its shards) as LazyArrays; None when the
+  directory holds other weight files."""
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+
+  single = os.path.join(path, "model.safetensors")
+  index = os.path.join(path, "model.safetensors.index.json")
+  if os.path.exists(single):
+    files = [single]
+  elif os.path.exists(index):
+    with open(index) as f:
+      names = sorted(set(json.load(f)["weight_map"].values()))
+    files = [os.path.join(path, name) for name in names]
+  else:
+    return None
+  state = {}
+  for file in files:
+    try:
+      with safe_open(file, framework="np") as f:
+        for key in f.keys():
+          view = f.get_slice(key)
+          dtype = _SAFETENSORS_DTYPES.get(view.get_dtype())
+          if dtype is None:
+            raise CheckpointError(f"{file}: tensor {key!r} has dtype {view.get_dtype()}, "
+                                  "which is not a floating-point weight type.")
+
+          def read(index, file=file, key=key):
+            with safe_open(file, framework="np") as handle:
+              return handle.get_slice(key)[index]
+
+          state[key] = LazyArray(view.get_shape(), dtype, read, f"{file}:{key}")
+    except CheckpointError:
+      raise
+    except Exception as error:  # safetensors raises its own error types on bad files.
+      raise CheckpointError(f"{file} is not a readable safetensors file: {error}") from None
+  return state
+
+
+def load(path: str, *, lazy: bool = False, **config_overrides) -> tuple[T5Config, dict]:
+  """(T5Config, params) from a local transformers T5 directory. `lazy`: LazyArray leaves
+  read slice by slice when placed (lazy_arrays.py), for safetensors weights; .bin weights
+  are read whole."""
   if not os.path.isdir(path):
     raise CheckpointError(
         f"Hugging Face checkpoint directory {path!r} does not exist (it must be a local "
         "directory holding config.json and the weights).")
   config = load_config(path, **config_overrides)
+  state = _lazy_safetensors(path) if lazy else None
+  if state is not None:
+    return config, params_from_state_dict(config, state)
   state = _read_state_dict(path)
   state = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in state.items()}
   return config, params_from_state_dict(config, state)

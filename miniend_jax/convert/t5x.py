@@ -17,6 +17,7 @@ import numpy as np
 from flax import serialization, traverse_util
 
 from miniend_jax.convert.step_directories import step_directories
+from miniend_jax.convert.lazy_arrays import LazyArray
 from miniend_jax.convert.validation import CheckpointError, params_for_config
 from miniend_jax.model.config import T5Config
 
@@ -42,14 +43,17 @@ def _layout(step_dir: str) -> str | None:
   return None
 
 
-def load(checkpoint_dir: str, config: T5Config) -> dict:
-  """Parameters from a t5x checkpoint (a checkpoint_<step>/ dir or a model dir)."""
+def load(checkpoint_dir: str, config: T5Config, *, lazy: bool = False) -> dict:
+  """Parameters from a t5x checkpoint (a checkpoint_<step>/ dir or a model dir). `lazy`:
+  the TensorStore arrays of a msgpack checkpoint become LazyArrays, read slice by slice
+  when placed (lazy_arrays.py); Orbax-layout checkpoints are read whole."""
   step_dir = find_step_dir(checkpoint_dir)
-  tree = (_read_msgpack(step_dir) if _layout(step_dir) == "msgpack"
+  tree = (_read_msgpack(step_dir, lazy) if _layout(step_dir) == "msgpack"
           else _read_orbax(os.path.join(step_dir, "state")))
   target = _find_target(tree, step_dir)
   flat = traverse_util.flatten_dict(target)
-  flat = {path: _reshape_kernel(path, np.asarray(value)) for path, value in flat.items()}
+  flat = {path: _reshape_kernel(path, value if isinstance(value, LazyArray)
+                                else np.asarray(value)) for path, value in flat.items()}
   return params_for_config(config, flat, source=f"t5x checkpoint {step_dir}")
 
 
@@ -65,34 +69,36 @@ def _find_target(tree: dict[str, Any], step_dir: str) -> dict:
       f"params; found top-level keys {sorted(tree)}).")
 
 
-def _reshape_kernel(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
+def _reshape_kernel(path: tuple[str, ...], array):
   """Attention kernels written as [embed, heads, head_dim] become [embed, heads*head_dim]."""
   if path[-1] == "kernel" and array.ndim == 3:
+    if isinstance(array, LazyArray):
+      return array.merged_first_dims() if path[-2] == "out" else array.merged_last_dims()
     if path[-2] == "out":
       return array.reshape(-1, array.shape[-1])
     return array.reshape(array.shape[0], -1)
   return array
 
 
-def _read_msgpack(step_dir: str) -> dict:
+def _read_msgpack(step_dir: str, lazy: bool = False) -> dict:
   with open(os.path.join(step_dir, "checkpoint"), "rb") as f:
     try:
       contents = serialization.msgpack_restore(f.read())
     except Exception as error:  # msgpack raises several unrelated types on bad bytes.
       raise CheckpointError(
           f"{step_dir}/checkpoint is not a readable t5x msgpack file: {error}") from None
-  return _resolve_tensorstore(contents, step_dir)
+  return _resolve_tensorstore(contents, step_dir, lazy)
 
 
-def _resolve_tensorstore(node: Any, step_dir: str) -> Any:
+def _resolve_tensorstore(node: Any, step_dir: str, lazy: bool) -> Any:
   if isinstance(node, dict):
     if "kvstore" in node or ("driver" in node and "path" in node):
-      return _read_tensorstore(node, step_dir)
-    return {key: _resolve_tensorstore(value, step_dir) for key, value in node.items()}
+      return _read_tensorstore(node, step_dir, lazy)
+    return {key: _resolve_tensorstore(value, step_dir, lazy) for key, value in node.items()}
   return node
 
 
-def _read_tensorstore(spec: dict, step_dir: str) -> np.ndarray:
+def _read_tensorstore(spec: dict, step_dir: str, lazy: bool = False):
   import tensorstore  # pylint: disable=g-import-not-at-top
 
   spec = dict(spec)
@@ -104,11 +110,21 @@ def _read_tensorstore(spec: dict, step_dir: str) -> np.ndarray:
     spec["kvstore"] = kvstore
   else:  # tensorstore < 0.1.14 specs keep the path at the top level
     spec["path"] = os.path.join(step_dir, spec["path"])
+  where = spec.get("kvstore", spec).get("path")
   try:
-    return tensorstore.open(spec, open=True).result().read().result()
+    store = tensorstore.open(spec, open=True).result()
+    if not lazy:
+      return store.read().result()
   except Exception as error:  # tensorstore reports missing/corrupt data as ValueError etc.
-    where = spec.get("kvstore", spec).get("path")
     raise CheckpointError(f"Cannot read the t5x array at {where}: {error}") from None
+
+  def read(index):
+    try:
+      return store[index].read().result()
+    except Exception as error:  # pylint: disable=broad-except
+      raise CheckpointError(f"Cannot read the t5x array at {where}: {error}") from None
+
+  return LazyArray(store.shape, store.dtype.numpy_dtype, read, where)
 
 
 def _read_orbax(state_dir: str) -> dict:

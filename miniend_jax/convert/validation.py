@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from miniend_jax.convert.lazy_arrays import LazyArray
 from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
 from miniend_jax.model.network import init_params
@@ -31,7 +32,8 @@ def params_for_config(config: T5Config, flat: Mapping[Path, np.ndarray], *,
                       source: str) -> dict:
   """Nested params from `flat` after checking names, shapes and the vocabulary size.
 
-  `source` names the checkpoint in messages. Arrays are cast to config.param_dtype.
+  `source` names the checkpoint in messages. Arrays are cast to config.param_dtype
+  (LazyArray leaves as they are read).
   """
   shapes = expected_shapes(config)
   missing = sorted("/".join(p) for p in shapes if p not in flat)
@@ -54,11 +56,14 @@ def params_for_config(config: T5Config, flat: Mapping[Path, np.ndarray], *,
         "matches the vocabulary).")
   result = {}
   for path, want in shapes.items():
-    array = np.asarray(flat[path])
+    array = flat[path]
+    if not isinstance(array, LazyArray):
+      array = np.asarray(array)
     if array.shape != want:
       raise CheckpointError(
           f"{source}: {'/'.join(path)} has shape {array.shape}, the config expects {want}: "
           "check emb_dim, num_heads, head_dim, mlp_dim and "
           "relative_attention_num_buckets.")
-    result[path] = array.astype(config.parameter_dtype)
+    result[path] = (array.cast(config.parameter_dtype) if isinstance(array, LazyArray)
+                    else array.astype(config.parameter_dtype))
   return traverse_util.unflatten_dict(result)

@@ -1,8 +1,10 @@
 """The frozen models of a run: read, never trained (the teacher, and an assistant).
 
-A frozen model is loaded on the host before anything is compiled or written (so a bad
-checkpoint refuses the run early), then placed on the mesh with the same logical-axis
-shardings a trained model of its architecture would have. It has no optimizer state and
+A frozen model's checkpoint is opened before anything is compiled or written (names and
+shapes are checked, so a bad checkpoint refuses the run early) but its weights are read
+only when it is placed on the mesh, with the same logical-axis shardings a trained model
+of its architecture would have: each host reads only the slices its devices hold
+(convert/lazy_arrays.py), so a 3B or 11B teacher is never whole in one host's memory. It has no optimizer state and
 travels to the jitted step inside one argument, {role: parameters}, never as a constant.
 
 The teacher is what the objective distils; the assistant is the mid-size model an
@@ -17,9 +19,10 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from miniend_jax.convert.checkpoint_loading import load_config, load_model
+from miniend_jax.convert.checkpoint_loading import (OwnCheckpointParams, load_config,
+                                                    load_model)
+from miniend_jax.convert.lazy_arrays import place_on_mesh
 from miniend_jax.distill.objectives import Objective
 from miniend_jax.distill.student_init import init_student
 from miniend_jax.errors import MiniendError
@@ -55,13 +58,15 @@ class FrozenModel:
             ) -> tuple[Any, Any]:
     """(parameters on the mesh, their shardings); call under `partitioning.activate`."""
     shardings = partitioning.logical_to_sharding(mesh, logical_axes(self.config), rules)
-    weights = self.weights
-    if weights is None:
+    dtype = self.config.parameter_dtype
+    if self.weights is None:
       weights = jax.jit(lambda rng: init_student(self.config, rng, method="random"),
                         out_shardings=shardings)(jax.random.key(seed))
-    dtype = self.config.parameter_dtype
-    params = jax.device_put(jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), weights),
-                            shardings)
+      params = jax.tree_util.tree_map(lambda x: x.astype(dtype), weights)
+    elif isinstance(self.weights, OwnCheckpointParams):
+      params = self.weights.restore(shardings, dtype)
+    else:   # NumPy or LazyArray leaves: each host reads or slices only its devices' parts
+      params = place_on_mesh(self.weights, shardings, dtype)
     return params, shardings
 
   def abstract(self, mesh: jax.sharding.Mesh, rules: partitioning.LogicalRules
@@ -98,7 +103,7 @@ def load_frozen_model(role: str, checkpoint: str | None, config: T5Config | None
     config, weights = (load_config(checkpoint) if config is None else config), None
     origin = f"the architecture of {checkpoint} (weights not read)"
   elif checkpoint:
-    config, weights = load_model(checkpoint, config)
+    config, weights = load_model(checkpoint, config, lazy=True)
     origin = f"loaded from {checkpoint}"
   elif config is not None:
     weights = None

@@ -68,6 +68,22 @@ def make_mesh(model_parallel_size: int = 1,
   return Mesh(grid, ("data", "model"))
 
 
+def check_model_axis(mesh: Mesh, rules: LogicalRules, shapes: dict[tuple[str, ...], tuple],
+                     logical: dict[tuple[str, ...], tuple], role: str) -> None:
+  """One error naming MODEL_PARALLEL_SIZE when a parameter dimension the rules split over
+  a mesh axis is not divisible by it (e.g. 12 heads over an 8-way "model" axis)."""
+  mapping = dict(rules)
+  for path, shape in sorted(shapes.items()):
+    for size, name in zip(shape, logical.get(path, ())):
+      axis = mapping.get(name) if name is not None else None
+      if axis is not None and size % mesh.shape[axis]:
+        setting = "MODEL_PARALLEL_SIZE" if axis == "model" else "the mesh"
+        raise PartitioningError(
+            f"The {role}'s {'/'.join(path)} has {size} along {name!r}, which the "
+            f"{mesh.shape[axis]}-way {axis!r} mesh axis cannot split: set "
+            f"{setting} to a divisor of {size}.")
+
+
 def logical_to_sharding(mesh: Mesh, logical_specs: Any, rules: LogicalRules) -> Any:
   """A tree of NamedShardings from a tree of logical PartitionSpecs."""
   return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)

@@ -27,14 +27,17 @@ import jax
 import optax
 import seqio
 from absl import logging
+from flax import traverse_util
 
 from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.convert.validation import expected_shapes
 from miniend_jax.convert.model_vocabulary import check_model_vocabulary, write_model_vocabulary
 from miniend_jax.data.dataset import DatasetConfig, dataset_vocabulary
 from miniend_jax.data.host_input import HostBatches, check_input_shards
 from miniend_jax.distill.objectives import Objective
 from miniend_jax.errors import MiniendError
 from miniend_jax.model.config import T5Config
+from miniend_jax.model.network import logical_axes
 from miniend_jax.train import partitioning
 from miniend_jax.train.checkpoints import Checkpointer
 from miniend_jax.train.frozen_models import (FrozenModel, load_frozen_models,
@@ -225,6 +228,11 @@ def plan_step(*, objective: Objective, student_config: T5Config,
   teacher_config = frozen_configs.get("teacher")
   assistant_config = frozen_configs.get("assistant")
   objective.check(teacher_config, student_config, assistant_config)
+  for role, config in {"student": student_config, **frozen_configs}.items():
+    partitioning.check_model_axis(
+        mesh, rules, expected_shapes(config),
+        traverse_util.flatten_dict(logical_axes(config), is_leaf=lambda _, x: isinstance(
+            x, jax.sharding.PartitionSpec)), role)
   schedule = learning_rate or constant(1e-3)
   tx = optimizer(learning_rate=schedule)
   initializer = StateInitializer(
