@@ -83,6 +83,7 @@ def models(tmp_path_factory):
 
 def build(preset, *extra):
   gin.clear_config()
+  gin.add_config_file_search_path(gin_cli.PACKAGE_GIN_DIR)   # for an objective's includes
   gin.parse_config_file(os.path.join(PRESET_DIR, f"{preset}.gin"))
   gin.parse_config(["from __gin__ import dynamic_registration",
                     "from miniend_jax.distill import objectives",
@@ -141,9 +142,10 @@ def test_blend_with_assistant_matches_pytorch_reference(models):
 def test_teacher_as_its_own_student_gives_zero(models, preset):
   _, teacher_config, _, teacher_sites = models["teacher"]
   objective = build(preset)
-  objective.check(teacher_config, teacher_config)
+  objective.check(teacher_config, teacher_config, teacher_config)   # the teacher assists too
   params = objective.init_params(jax.random.key(0), teacher_config, teacher_config)
-  total, terms = objective(teacher_sites, teacher_sites, _batch(), params=params, step=10**6)
+  total, terms = objective(teacher_sites, teacher_sites, _batch(), params=params, step=10**6,
+                           assistant_sites=teacher_sites)
   for name, value in terms.items():
     assert abs(float(value)) < 1e-6, name
   assert abs(float(total)) < 1e-6
@@ -171,6 +173,7 @@ PRESET_TERMS = {
 @pytest.mark.parametrize("preset", PAPER_PRESETS)
 def test_gin_preset_builds_the_paper_objective(preset):
   gin.clear_config()
+  gin.add_config_file_search_path(gin_cli.PACKAGE_GIN_DIR)   # for an objective's includes
   gin.parse_config_file(os.path.join(PRESET_DIR, f"{preset}.gin"))
   objective = gin.get_configurable(objectives.Objective)()
   gin.clear_config()

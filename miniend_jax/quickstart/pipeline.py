@@ -6,6 +6,10 @@ student stage runs once per seed (--seeds), the teacher once:
 1. vocabulary            a SentencePiece model trained on the embedded corpus
 2. teacher               the teacher pretrained with span corruption, t5x's recipe
                          (runs/pretrain.gin: Adafactor, constant 1e-2 while warming up)
+   assistant             only when an objective blends with an assistant
+                         (miniend_d_interpolated_assistant): the teacher distilled with
+                         MiniEnD-E into a model of the teacher's width and the student's
+                         depth, which those students then read beside the teacher
 3. student_<objective>.seed<s>
                          one student per objective and seed, all with the same
                          architecture, data and step budget (runs/distill.gin +
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +68,21 @@ TEACHER_WARMUP_STEPS = 10_000
 
 def objective_gin_path(objective: str) -> str:
   return os.path.join(gin_cli.PACKAGE_GIN_DIR, "objectives", f"{objective}.gin")
+
+
+def objective_text(objective: str) -> str:
+  """An objective's gin file with the package objectives it includes, in order."""
+  with open(objective_gin_path(objective), encoding="utf-8") as f:
+    text = f.read()
+  included = re.findall(r'^include "objectives/(\w+)\.gin"', text, flags=re.M)
+  return "".join(objective_text(name) for name in included) + text
+
+
+def blends_with_assistant(objective: str) -> bool:
+  """Whether the objective's logit target blends with an assistant (the last
+  BLEND_PARTNER binding of its gin file and includes)."""
+  partners = re.findall(r'^BLEND_PARTNER = "(\w+)"', objective_text(objective), flags=re.M)
+  return bool(partners) and partners[-1] == "assistant"
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:
@@ -175,11 +195,16 @@ class Pipeline:
   def finetuned_models(self) -> list[str]:
     return [m for m in self.models() if m != "teacher" or self.finetune_teacher]
 
+  @property
+  def uses_assistant(self) -> bool:
+    return any(blends_with_assistant(o) for o in self.objectives)
+
   def stage_count(self) -> int:
     pretraining = 1 + len(self.objectives) * len(self.seeds)
+    assistant = 1 if self.uses_assistant else 0
     finetuning = len(self.finetuned_models()) * (
         len(self.size.finetune_learning_rates) + len(self.seeds) - 1)
-    return 1 + 2 * pretraining + finetuning + 1
+    return 1 + 2 * pretraining + assistant + finetuning + 1
 
   def _stage(self, name: str, description: str, work) -> dict[str, Any]:
     self._index += 1
@@ -197,6 +222,9 @@ class Pipeline:
                 f"on the {self.corpus.name} corpus", self._train_vocabulary)
     self._stage("teacher", f"pretrain the teacher with span corruption for "
                 f"{self.size.teacher_steps} steps", self._pretrain_teacher)
+    if self.uses_assistant:
+      self._stage("assistant", f"distil the teacher into the assistant with miniend_e for "
+                  f"{self.size.student_steps} steps", self._train_assistant)
     for objective in self.objectives:
       what = ("train the student from scratch (no teacher)" if objective == "scratch" else
               f"distil the teacher into the student with {objective}")
@@ -292,20 +320,34 @@ class Pipeline:
          "LOG_PERIOD": max(1, self.size.teacher_steps // 200)},
         {"STUDENT_CONFIG": self.teacher_config}, self.corpus.pretraining_bindings())
 
+  def _train_assistant(self) -> dict[str, Any]:
+    """The teacher distilled into the assistant (MiniEnD-E, the students' budget)."""
+    return self._train(
+        "assistant", "Quickstart: the assistant (the teacher's width, the student's depth) "
+        "distilled from the teacher with miniend_e, for the students that blend with it.",
+        ["runs/distill.gin", "objectives/miniend_e.gin"],
+        {**self._student_macros(self.seeds[0]), "TEACHER_CHECKPOINT": self.run_dir("teacher"),
+         "RELATION_HEADS": self.size.relation_heads},
+        {"STUDENT_CONFIG": self.size.assistant_config()}, self.corpus.pretraining_bindings())
+
+  def _student_macros(self, seed: int) -> dict[str, Any]:
+    return {"TASK_FEATURE_LENGTHS": self.size.pretrain_lengths,
+            **self._common_macros(self.size.student_steps, seed),
+            "LEARNING_RATE": self.size.student_learning_rate,
+            "WARMUP_STEPS": self.size.warmup_steps,
+            "LOG_PERIOD": 1}  # every step: the gradient-norm (stability) figure
+
   def _train_student(self, objective: str, seed: int) -> dict[str, Any]:
-    with open(objective_gin_path(objective), encoding="utf-8") as f:
-      objective_text = f.read()
-    macros = {"TASK_FEATURE_LENGTHS": self.size.pretrain_lengths,
-              **self._common_macros(self.size.student_steps, seed),
-              "LEARNING_RATE": self.size.student_learning_rate,
-              "WARMUP_STEPS": self.size.warmup_steps,
-              "LOG_PERIOD": 1}  # every step: the gradient-norm (stability) figure
+    text = objective_text(objective)
+    macros = self._student_macros(seed)
     if objective != "scratch":
       macros["TEACHER_CHECKPOINT"] = self.run_dir("teacher")
-    if "RELATION_HEADS" in objective_text:
+    if "RELATION_HEADS" in text:
       macros["RELATION_HEADS"] = self.size.relation_heads
-    if "BLEND_STEPS" in objective_text:
+    if "BLEND_STEPS" in text:
       macros["BLEND_STEPS"] = self.size.student_steps
+    if blends_with_assistant(objective):
+      macros["ASSISTANT_CHECKPOINT"] = self.run_dir("assistant")
     return self._train(
         f"student_{objective}.seed{seed}", f"Quickstart: the student, objective "
         f"{objective}, seed {seed} (same architecture, data and steps for every objective).",

@@ -124,6 +124,16 @@ class QuickstartSize:
   def student_config(self) -> T5Config:
     return self.student.config(self.vocab_size)
 
+  @property
+  def assistant(self) -> ModelShape:
+    """The assistant of an interpolated objective: the teacher's width, the student's
+    depth (between the two in size)."""
+    return dataclasses.replace(self.teacher, num_encoder_layers=self.student.num_encoder_layers,
+                               num_decoder_layers=self.student.num_decoder_layers)
+
+  def assistant_config(self) -> T5Config:
+    return self.assistant.config(self.vocab_size)
+
   def to_dict(self) -> dict[str, Any]:
     values = dataclasses.asdict(self)
     values["downstream_lengths"] = list(self.downstream_lengths)

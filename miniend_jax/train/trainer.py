@@ -3,8 +3,8 @@
 `train(...)` is keyword-only with everything injected, so gin binds its arguments
 (gin_configs/runs/*.gin). It is the orchestration of three parts, each in its own module:
 
-1. frozen_models.py: the teacher (and an assistant), loaded on the host and then placed on
-   the mesh;
+1. frozen_models.py: the teacher (and an assistant), opened on the host (names and shapes
+   checked) and read slice by slice as it is placed on the mesh;
 2. state_init.py: the train state, abstract -> shardings -> restored from the newest intact
    checkpoint, or initialised (never both);
 3. loop.py: the jitted step and the periodic actions (non-finite policy, attention health,
@@ -30,8 +30,8 @@ from absl import logging
 from flax import traverse_util
 
 from miniend_jax.convert.checkpoint_loading import load_model
-from miniend_jax.convert.validation import expected_shapes
 from miniend_jax.convert.model_vocabulary import check_model_vocabulary, write_model_vocabulary
+from miniend_jax.convert.validation import expected_shapes
 from miniend_jax.data.dataset import DatasetConfig, dataset_vocabulary
 from miniend_jax.data.host_input import HostBatches, check_input_shards
 from miniend_jax.distill.objectives import Objective
