@@ -62,8 +62,11 @@ def load_model(path: str, config: T5Config | None = None, *, lazy: bool = False
   if kind == "hf":
     found, params = hf.load(path, lazy=lazy)
   elif kind == "miniend" and lazy:
-    found = load_config(path)
-    params = OwnCheckpointParams(_latest_step_dir(path), found, expected_shapes(found))
+    step_dir = _latest_step_dir(path)
+    meta = _read_meta(step_dir)
+    found = _config_from_meta(meta, step_dir)
+    params = OwnCheckpointParams(step_dir, found, expected_shapes(found),
+                                 meta.get("fingerprints"))
   elif kind == "miniend":
     found, params = load_own_checkpoint(path)
   else:
@@ -89,20 +92,36 @@ def load_config(path: str, config: T5Config | None = None) -> T5Config:
           f"{path!r} is a t5x checkpoint, which does not record its architecture: give "
           "the model config (e.g. TEACHER_CONFIG in gin).")
     return config
-  found = hf.load_config(path) if kind == "hf" else _own_config(_latest_step_dir(path))
+  if kind == "hf":
+    found = hf.load_config(path)
+  else:
+    step_dir = _latest_step_dir(path)
+    found = _config_from_meta(_read_meta(step_dir), step_dir)
   if config is not None:
     _check_same_architecture(config, found, path)
     return config
   return found
 
 
-def _own_config(step_dir: str) -> T5Config:
+def _read_meta(step_dir: str) -> dict:
+  """One of our checkpoints' meta (model config, step, fingerprints)."""
   meta_file = os.path.join(step_dir, "meta", "metadata")
   try:
     with open(meta_file) as f:
-      return T5Config.from_dict(json.load(f)["model_config"])
-  except (OSError, ValueError, KeyError, TypeError) as error:
+      meta = json.load(f)
+  except (OSError, ValueError) as error:
     raise CheckpointError(f"Cannot read {meta_file}: {error}") from None
+  if not isinstance(meta, dict):
+    raise CheckpointError(f"Cannot read {meta_file}: it holds no JSON object.")
+  return meta
+
+
+def _config_from_meta(meta: dict, step_dir: str) -> T5Config:
+  try:
+    return T5Config.from_dict(meta["model_config"])
+  except (ValueError, KeyError, TypeError) as error:
+    raise CheckpointError(
+        f"Cannot read {os.path.join(step_dir, 'meta', 'metadata')}: {error}") from None
 
 
 def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
@@ -116,9 +135,8 @@ def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
   step_dir = _latest_step_dir(path)
   if step_dir is None:
     raise CheckpointError(f"{path!r} holds no checkpoint_<step>/ directory.")
-  config = _own_config(step_dir)
-  with open(os.path.join(step_dir, "meta", "metadata")) as f:
-    meta = json.load(f)
+  meta = _read_meta(step_dir)
+  config = _config_from_meta(meta, step_dir)
   try:
     state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
     student = state["params"]["student"]
@@ -139,6 +157,7 @@ class OwnCheckpointParams:
   step_dir: str
   config: T5Config
   shapes: dict   # expected_shapes(config), worked out before any mesh is the context
+  fingerprints: dict | None   # from the checkpoint's meta
 
   def restore(self, shardings: Any, dtype: Any) -> Any:
     import jax  # pylint: disable=g-import-not-at-top
@@ -161,10 +180,8 @@ class OwnCheckpointParams:
     except Exception as error:  # orbax raises many types for unreadable directories.
       raise CheckpointError(f"Cannot read {state_dir}: {error}") from None
     params = restored["params"]["student"]
-    with open(os.path.join(self.step_dir, "meta", "metadata")) as f:
-      saved = json.load(f).get("fingerprints")
-    if saved:
-      verify_fingerprints(params, saved, self.step_dir, prefix=STUDENT_PREFIX)
+    if self.fingerprints:
+      verify_fingerprints(params, self.fingerprints, self.step_dir, prefix=STUDENT_PREFIX)
     return jax.tree_util.tree_map(lambda x: x.astype(dtype), params)
 
 

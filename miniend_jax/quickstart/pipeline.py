@@ -270,8 +270,8 @@ class Pipeline:
     for seed in self.seeds[1:]:
       runs[seed] = self._stage(
           self.finetune_stage(model, seed, chosen),
-          f"finetune on {self.corpus.downstream_mixture} for {self.size.finetune_steps} steps at the "
-          f"chosen learning rate {chosen:g}, seed {seed}, and evaluate",
+          f"finetune on {self.corpus.downstream_mixture} for {self.size.finetune_steps} "
+          f"steps at the chosen learning rate {chosen:g}, seed {seed}, and evaluate",
           lambda s=seed: self._finetune(model, s, chosen))
     return runs, {"chosen": chosen,
                   "validation_loss": {rate_name(r): grid[r]["validation_loss"] for r in grid}}

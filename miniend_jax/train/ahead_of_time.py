@@ -116,9 +116,7 @@ def compile_for_topology(train_settings: dict[str, Any], topology: TopologyFacts
   # Abstract arguments first, outside the mesh context (see the module docstring).
   abstract_state = initializer.abstract_state()
   state_shardings = initializer.shardings(abstract_state)
-  state = jax.tree_util.tree_map(
-      lambda a, sharding: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-      abstract_state, state_shardings)
+  state = partitioning.with_shardings(abstract_state, state_shardings)
   frozen_args, frozen_shardings = {}, {}
   for role, model in frozen.items():
     frozen_args[role], frozen_shardings[role] = model.abstract(mesh, rules)

@@ -4,8 +4,9 @@ A frozen model's checkpoint is opened before anything is compiled or written (na
 shapes are checked, so a bad checkpoint refuses the run early) but its weights are read
 only when it is placed on the mesh, with the same logical-axis shardings a trained model
 of its architecture would have: each host reads only the slices its devices hold
-(convert/lazy_arrays.py), so a 3B or 11B teacher is never whole in one host's memory. It has no optimizer state and
-travels to the jitted step inside one argument, {role: parameters}, never as a constant.
+(convert/lazy_arrays.py), so a 3B or 11B teacher is never whole in one host's memory. It
+has no optimizer state and travels to the jitted step inside one argument,
+{role: parameters}, never as a constant.
 
 The teacher is what the objective distils; the assistant is the mid-size model an
 interpolated objective blends the teacher's logit target with (BLEND_PARTNER =
@@ -76,10 +77,8 @@ class FrozenModel:
     shardings = partitioning.logical_to_sharding(mesh, logical_axes(self.config), rules)
     shapes = jax.eval_shape(lambda: init_student(self.config, jax.random.key(0),
                                                  method="random"))
-    dtype = self.config.parameter_dtype
-    return jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, dtype, sharding=s), shapes,
-        shardings), shardings
+    return (partitioning.with_shardings(shapes, shardings, self.config.parameter_dtype),
+            shardings)
 
 
 def _setting(role: str, kind: str) -> str:

@@ -89,6 +89,14 @@ def logical_to_sharding(mesh: Mesh, logical_specs: Any, rules: LogicalRules) -> 
   return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
 
 
+def with_shardings(abstract: Any, shardings: Any, dtype: Any = None) -> Any:
+  """ShapeDtypeStructs of `abstract`'s shapes (and dtypes, or `dtype`) carrying
+  `shardings`: what a restore reads into, or a step is compiled for."""
+  return jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, dtype or a.dtype, sharding=s), abstract,
+      shardings)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 

@@ -106,10 +106,9 @@ class StateInitializer:
     `initial_student`: the weights a new student starts from (INITIAL_CHECKPOINT_PATH),
     or None; unused when a checkpoint is restored.
     """
-    with_shardings = jax.tree_util.tree_map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     if checkpointer.latest_step() is not None:
-      restored, step = checkpointer.restore_latest(with_shardings)
+      restored, step = checkpointer.restore_latest(
+          partitioning.with_shardings(abstract, shardings))
       if restored is not None:
         logging.info("Resumed from %s at step %d.", checkpointer.model_dir, step)
         return restored, step
