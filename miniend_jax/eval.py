@@ -8,8 +8,12 @@ Writes <task>-metrics.jsonl and TensorBoard scalars to EVAL_OUTPUT_DIR (see
 miniend_jax.evaluation.evaluator.evaluate and gin_configs/runs/eval.gin).
 """
 
-from miniend_jax import gin_cli
-from miniend_jax.evaluation import evaluator
+from miniend_jax import console
+
+console.import_tensorflow_quietly()   # before seqio imports it
+
+from miniend_jax import gin_cli  # noqa: E402
+from miniend_jax.evaluation import evaluator  # noqa: E402
 
 
 def console_main():

@@ -11,12 +11,10 @@ transformers and its logits compared with ours on a random batch; a mismatch is 
 
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags
+from absl import flags
 
 from miniend_jax.convert.hf_export import export
-from miniend_jax.errors import MiniendError
+from miniend_jax import console
 
 CHECKPOINT_DIR = flags.DEFINE_string("checkpoint_dir", None, "Checkpoint to export.",
                                      required=True)
@@ -31,16 +29,10 @@ OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty output di
 VERIFY = flags.DEFINE_bool("verify", True, "Reload with transformers and compare logits.")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    result = export(CHECKPOINT_DIR.value, OUTPUT_DIR.value, vocabulary=VOCABULARY.value,
-                    model_preset=MODEL_PRESET.value, overwrite=OVERWRITE.value,
-                    verify=VERIFY.value)
-  except MiniendError as error:   # anything else keeps its traceback
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+def _export() -> None:
+  result = export(CHECKPOINT_DIR.value, OUTPUT_DIR.value, vocabulary=VOCABULARY.value,
+                  model_preset=MODEL_PRESET.value, overwrite=OVERWRITE.value,
+                  verify=VERIFY.value)
   difference = result["max_logit_difference"]
   check = ("not verified (torch not installed)" if difference is None
            else f"verified: transformers' logits match within {difference:.2e}")
@@ -48,7 +40,7 @@ def main(argv):
 
 
 def console_main():
-  app.run(main)
+  console.run_cli(_export)
 
 
 if __name__ == "__main__":

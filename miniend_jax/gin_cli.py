@@ -13,12 +13,12 @@ import importlib.util  # noqa: F401  (gin's dynamic registration needs it loaded
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Sequence
 
 import gin
-from absl import app, flags
+from absl import flags
 
+from miniend_jax import console
 from miniend_jax.errors import MiniendError
 
 GIN_FILES = flags.DEFINE_multi_string("gin_file", [],
@@ -30,6 +30,10 @@ COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                   "host:port of process 0, for multi-host runs.")
 PROCESS_COUNT = flags.DEFINE_integer("process_count", None, "Processes in a multi-host run.")
 PROCESS_INDEX = flags.DEFINE_integer("process_index", None, "This process's index.")
+HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", 100,
+    "Seconds without a heartbeat after which a process of a multi-host run counts as "
+    "stopped and the others stop too (JAX's default: 100).", lower_bound=1)
 GIN_PREFIX = "--gin."
 # The gin files ship inside the package (package data), so an installed wheel finds them.
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -87,6 +91,43 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str],
           f"Required macro {name} is not set: pass --gin.{name}=... or bind it in a gin "
           "file (the run file's header lists what each run needs).") from None
     raise GinConfigError(f"gin configuration error: {message}") from None
+  _check_macros_are_read(_user_macros(gin_files, gin_bindings, paths), gin.config_str())
+
+
+# A macro definition: `NAME = value` at the start of a binding (no configurable, no scope).
+_MACRO_DEFINITION = re.compile(r"^([A-Za-z_]\w*)\s*=", flags=re.M)
+
+
+def _user_macros(gin_files: Sequence[str], gin_bindings: Sequence[str],
+                 paths: Sequence[str]) -> dict[str, str]:
+  """{macro: where the user set it} for the macros of the bindings and of the gin files
+  that are not the package's own (the package's files set macros for every run they
+  serve; some runs read only part of them)."""
+  where = {}
+  for gin_file in gin_files:
+    found = next((c for c in [gin_file] + [os.path.join(p, gin_file) for p in paths]
+                  if os.path.isfile(c)), None)
+    if found is None or os.path.abspath(found).startswith(PACKAGE_GIN_DIR + os.sep):
+      continue
+    with open(found) as f:
+      for name in _MACRO_DEFINITION.findall(f.read()):
+        where[name] = f"set in {gin_file}"
+  for binding in gin_bindings:
+    for name in _MACRO_DEFINITION.findall(binding):
+      where[name] = f"set by --gin.{name}"
+  return where
+
+
+def _check_macros_are_read(user_macros: dict[str, str], config_str: str) -> None:
+  """A macro that no binding references (`%NAME`) is a typo: gin itself accepts it, and
+  the run would silently use the default it meant to change."""
+  referenced = set(re.findall(r"%([A-Za-z_]\w*)", config_str))
+  for name, where in sorted(user_macros.items()):
+    if name not in referenced:
+      close = difflib.get_close_matches(name, sorted(referenced), n=1)
+      hint = f"did you mean {close[0]}?" if close else \
+          "check its spelling against the macros the run files bind."
+      raise GinConfigError(f"{name} ({where}) is not read by any configuration; {hint}")
 
 
 def _close_file_hint(gin_file: str) -> str:
@@ -108,7 +149,8 @@ def run_configured(entry_point: Callable, **kwargs) -> None:
   `entry_point` with its gin bindings (plus `kwargs`)."""
   from miniend_jax.train import partitioning  # pylint: disable=g-import-not-at-top
   partitioning.initialize_distributed(COORDINATOR.value, PROCESS_COUNT.value,
-                                      PROCESS_INDEX.value)
+                                      PROCESS_INDEX.value,
+                                      heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT.value)
   call_configured(entry_point, GIN_FILES.value, GIN_BINDINGS.value,
                   gin_search_paths=GIN_SEARCH_PATHS.value, **kwargs)
 
@@ -129,22 +171,4 @@ def call_configured(entry_point: Callable, gin_files: Sequence[str],
 
 def console_main(entry_point: Callable, **kwargs) -> None:
   """`python -m ...` for a gin-configured entry point, with --gin.NAME=VALUE sugar."""
-  run_cli(lambda: run_configured(entry_point, **kwargs))
-
-
-def run_cli(body: Callable[[], object]) -> None:
-  """Run `body` as an absl program (flags parsed, --gin.NAME=VALUE sugar): a MiniendError
-  (the user's to fix) is printed as one line and exits 1; anything else is a bug or the
-  machine failing, and keeps its traceback."""
-
-  def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-      body()
-    except MiniendError as error:
-      logging.getLogger(__name__).error("%s: %s", type(error).__name__, error)
-      print(f"error: {error}", file=sys.stderr)
-      sys.exit(1)
-
-  app.run(main, argv=rewrite_gin_flags(sys.argv))
+  console.run_cli(lambda: run_configured(entry_point, **kwargs), argv_rewrite=rewrite_gin_flags)

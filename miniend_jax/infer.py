@@ -8,8 +8,12 @@ One line per example: {"inputs", "prediction"[, "score"]} (see
 miniend_jax.evaluation.evaluator.infer and gin_configs/runs/infer.gin).
 """
 
-from miniend_jax import gin_cli
-from miniend_jax.evaluation import evaluator
+from miniend_jax import console
+
+console.import_tensorflow_quietly()   # before seqio imports it
+
+from miniend_jax import gin_cli  # noqa: E402
+from miniend_jax.evaluation import evaluator  # noqa: E402
 
 
 def console_main():

@@ -20,7 +20,7 @@ import os
 
 from absl import flags
 
-from miniend_jax import gin_cli
+from miniend_jax import console, gin_cli
 
 TOPOLOGY = flags.DEFINE_string("topology", None,
                                "TPU slice to compile for, e.g. v5e:2x2, v5e:4x4, v4:2x2x1.")
@@ -55,7 +55,7 @@ def _compile() -> None:
 
 
 def console_main():
-  gin_cli.run_cli(_compile)
+  console.run_cli(_compile, argv_rewrite=gin_cli.rewrite_gin_flags)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,12 @@ differences from scratch and a verdict computed from them) with its figures. A r
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 
-from miniend_jax.errors import MiniendError
+from miniend_jax import console
 from miniend_jax.quickstart import sizes
 
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for every stage and the "
@@ -66,37 +65,31 @@ def _enable_compilation_cache(output_dir: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def _run() -> None:
   start = time.time()
   absl_logging.set_verbosity(absl_logging.WARNING)
   from miniend_jax.quickstart import corpora, pipeline, report  # pylint: disable=g-import-not-at-top
   from miniend_jax.quickstart.workspace import Workspace  # pylint: disable=g-import-not-at-top
-  try:
-    rates = FINETUNE_LEARNING_RATES.value
-    size = sizes.size(SIZE.value, teacher_steps=TEACHER_STEPS.value,
-                      student_steps=STUDENT_STEPS.value, finetune_steps=FINETUNE_STEPS.value,
-                      finetune_learning_rates=sizes.parse_rates(rates) if rates else None)
-    seeds = pipeline.seed_list(SEED.value, SEEDS.value or size.seeds)
-    corpus = corpora.corpus(CORPUS_DIR.value)
-    objectives = pipeline.parse_objectives(OBJECTIVES.value)
-    workspace = Workspace(OUTPUT_DIR.value, pipeline.run_settings(
-        size, seed=SEED.value, finetune_teacher=FINETUNE_TEACHER.value, corpus=corpus))
-    _enable_compilation_cache(workspace.root)
-    run = pipeline.Pipeline(workspace, size, objectives, seeds=seeds,
-                            finetune_teacher=FINETUNE_TEACHER.value, corpus=corpus)
-    results = run.run()
-    report.write(run, results, invocation_seconds=time.time() - start)
-  except MiniendError as error:   # anything else keeps its traceback
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+  rates = FINETUNE_LEARNING_RATES.value
+  size = sizes.size(SIZE.value, teacher_steps=TEACHER_STEPS.value,
+                    student_steps=STUDENT_STEPS.value, finetune_steps=FINETUNE_STEPS.value,
+                    finetune_learning_rates=sizes.parse_rates(rates) if rates else None)
+  seeds = pipeline.seed_list(SEED.value, SEEDS.value or size.seeds)
+  corpus = corpora.corpus(CORPUS_DIR.value)
+  objectives = pipeline.parse_objectives(OBJECTIVES.value)
+  workspace = Workspace(OUTPUT_DIR.value, pipeline.run_settings(
+      size, seed=SEED.value, finetune_teacher=FINETUNE_TEACHER.value, corpus=corpus))
+  _enable_compilation_cache(workspace.root)
+  run = pipeline.Pipeline(workspace, size, objectives, seeds=seeds,
+                          finetune_teacher=FINETUNE_TEACHER.value, corpus=corpus)
+  results = run.run()
+  report.write(run, results, invocation_seconds=time.time() - start)
   print(open(workspace.path("report.md"), encoding="utf-8").read().split("## Stability")[0])
   workspace.say(f"report: {workspace.path('report.md')}")
 
 
 def console_main():
-  app.run(main)
+  console.run_cli(_run)
 
 
 if __name__ == "__main__":

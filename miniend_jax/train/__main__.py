@@ -11,10 +11,14 @@ gin_configs/runs/*.gin for the macros each run needs).
 
 from __future__ import annotations
 
-import gin
+from miniend_jax import console
 
-from miniend_jax import gin_cli
-from miniend_jax.train import trainer
+console.import_tensorflow_quietly()   # before seqio imports it
+
+import gin  # noqa: E402
+
+from miniend_jax import gin_cli  # noqa: E402
+from miniend_jax.train import trainer  # noqa: E402
 
 
 def console_main():

@@ -19,6 +19,7 @@ same whatever the sharding, so every host computes it on its own shards in one j
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 from typing import Any
 
@@ -37,6 +38,13 @@ STEP_PREFIX = "checkpoint"
 CORRUPT_DIR = "corrupt"
 # The student's parameters within a saved TrainState, as fingerprint paths name them.
 STUDENT_PREFIX = ".params['student']"
+
+
+def _not_read_only_notice(record: std_logging.LogRecord) -> bool:
+  return "Given directory is read only" not in record.getMessage()
+
+
+_READ_ONLY_NOTICE = _not_read_only_notice
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -104,8 +112,14 @@ class Checkpointer:
         if read_only else ocp.CheckpointManagerOptions(
             max_to_keep=keep, step_prefix=STEP_PREFIX, create=True,
             cleanup_tmp_directories=True, enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.model_dir, options=options,
-                                          item_names=("state", "meta"))
+    absl_logger = std_logging.getLogger("absl")
+    if read_only:   # orbax warns that the directory is read only: we asked for that
+      absl_logger.addFilter(_READ_ONLY_NOTICE)
+    try:
+      self._manager = ocp.CheckpointManager(self.model_dir, options=options,
+                                            item_names=("state", "meta"))
+    finally:
+      absl_logger.removeFilter(_READ_ONLY_NOTICE)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

@@ -39,11 +39,13 @@ class PartitioningError(MiniendError, ValueError):
 
 
 def initialize_distributed(coordinator_address: str | None, process_count: int | None,
-                           process_index: int | None) -> None:
+                           process_index: int | None, *,
+                           heartbeat_timeout_seconds: int = 100) -> None:
   """Join a multi-host run (no-op when no coordinator is given).
 
   On CPU, the processes exchange data over gloo, which is how tests run several local
-  processes as one mesh.
+  processes as one mesh. A process that sends no heartbeat for `heartbeat_timeout_seconds`
+  counts as stopped, and JAX then stops every other process of the run.
   """
   if not coordinator_address:
     return
@@ -51,7 +53,8 @@ def initialize_distributed(coordinator_address: str | None, process_count: int |
   # early for jax.distributed.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=process_count, process_id=process_index)
+                             num_processes=process_count, process_id=process_index,
+                             heartbeat_timeout_seconds=heartbeat_timeout_seconds)
 
 
 def make_mesh(model_parallel_size: int = 1,

@@ -35,7 +35,8 @@ from miniend_jax.convert.validation import expected_shapes
 from miniend_jax.data.dataset import DatasetConfig, dataset_vocabulary
 from miniend_jax.data.host_input import HostBatches, check_input_shards
 from miniend_jax.distill.objectives import Objective
-from miniend_jax.errors import MiniendError
+from miniend_jax import console
+from miniend_jax.errors import MiniendError, write_failure
 from miniend_jax.model.config import T5Config
 from miniend_jax.model.network import logical_axes
 from miniend_jax.train import partitioning
@@ -46,6 +47,8 @@ from miniend_jax.train.loop import LoopSettings, TrainLoop
 from miniend_jax.train.metrics_writer import MetricsWriter
 from miniend_jax.train.model_info import write_model_info
 from miniend_jax.train.optimizers import Schedule, constant
+from miniend_jax.train.run_lock import RunLock
+from miniend_jax.train.run_record import check_definition, run_definition, write_config_record
 from miniend_jax.train.state_init import StateInitializer
 from miniend_jax.train.step import StepConfig, jit_train_step
 
@@ -87,6 +90,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
           logical_axis_rules: partitioning.LogicalRules = partitioning.STANDARD_RULES,
           num_microbatches: int = 1, input_shards: int | None = None,
           report_accuracy: bool = True, seed: int = 0,
+          take_over_lock: bool = False, allow_resume_changes: bool = False,
           inference_evaluator: Callable[..., Any] | None = None,
           eval_period: int | None = None,
           console_interval_seconds: float = 0.0, on_nonfinite: str = "stop",
@@ -122,13 +126,19 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
       number of hosts it is not a multiple of).
     report_accuracy: log the student's accuracy and cross-entropy on targets.
     seed: parameter initialisation and dropout.
+    take_over_lock: TAKE_OVER_LOCK: take MODEL_DIR's lock from a run on another host
+      that is known to be gone (train/run_lock.py).
+    allow_resume_changes: ALLOW_RESUME_CHANGES: resume although the objective, a frozen
+      model, the vocabulary or the task differ from what the checkpoints were trained
+      with (recorded; train/run_record.py).
     inference_evaluator, eval_period: called as (student_config, student_params, step,
       output_dir) every EVAL_PERIOD steps and at the end (e.g. InferenceEvaluator).
     console_interval_seconds: the progress line at most this often (0: every log).
     on_nonfinite: ON_NONFINITE: "stop" raises at the first NaN/inf loss or gradient,
       before any checkpoint holds it; "skip" drops such steps' updates.
     health_examples: attention health of this many examples at each checkpoint (0: off).
-    operative_config: returns the gin operative config text, written to config.gin.
+    operative_config: returns the gin operative config text, written to config.gin
+      (first start) or config_from_step_<N>.gin (a start from step N).
   """
   _check_settings(model_dir=model_dir, total_steps=total_steps, eval_period=eval_period,
                   on_nonfinite=on_nonfinite, student_init=student_init)
@@ -153,8 +163,14 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
       seed=seed, mesh=mesh, rules=logical_axis_rules)
   _check_vocab_size(vocabulary.vocab_size,
                     {"student": student_config, **{r: m.config for r, m in frozen.items()}})
-  resume_step, recorded_shards = _resumable_step(model_dir, student_config)
-  input_shards = _input_shards(input_shards, recorded_shards, train_dataset_cfg.batch_size)
+  resume_step, recorded = _resumable_step(model_dir, student_config)
+  input_shards = _input_shards(input_shards, _recorded_input_shards(resume_step, recorded),
+                               train_dataset_cfg.batch_size)
+  if resume_step >= total_steps:
+    logging.warning("MODEL_DIR %s is already at step %d (TRAIN_STEPS = %d): nothing to do, "
+                    "nothing written. Raise TRAIN_STEPS to train further.", model_dir,
+                    resume_step, total_steps)
+    return {}
   initial = None
   if initial_checkpoint_path and not resume_step:
     initial = load_model(initial_checkpoint_path, student_config)[1]   # a bad path refuses
@@ -171,28 +187,80 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
       total_steps=total_steps, log_period=log_period, seed=seed, on_nonfinite=on_nonfinite,
       health_examples=health_examples, inference_evaluator=inference_evaluator,
       eval_period=eval_period, console_interval_seconds=console_interval_seconds)
-  # Everything is checked: only now is MODEL_DIR written.
-  checkpointer = Checkpointer(model_dir, period=checkpoint_period, keep=keep_checkpoints,
-                              run_meta={"input_shards": input_shards})
+  lock = RunLock(model_dir, take_over=take_over_lock)
   try:
+    lock.acquire(create_dir=False)   # a second launch stops here, before placing models
     with partitioning.activate(mesh, logical_axis_rules):
-      return _train_checked(settings, checkpointer, initializer, step_config, frozen,
-                            initial, data, read_data, train_dataset_cfg.batch_size,
-                            operative_config, vocabulary)
+      frozen_params, frozen_shardings = place_frozen_models(frozen, mesh,
+                                                            logical_axis_rules, seed)
+      definition = run_definition(
+          objective=objective, vocabulary=vocabulary,
+          task=train_dataset_cfg.mixture_or_task_name,
+          frozen={role: (model.config, frozen_params[role]) for role, model in frozen.items()})
+      changes = check_definition(model_dir, resume_step, recorded.get("definition"),
+                                 definition, allow_resume_changes)
+      history = list(recorded.get("definition_changes", []))
+      if changes:
+        history.append({"step": resume_step, "changes": changes})
+        logging.warning("ALLOW_RESUME_CHANGES = True: resuming step %d with changed defining "
+                        "settings: %s", resume_step, "; ".join(changes))
+      # Everything is checked: only now is MODEL_DIR written.
+      lock.acquire(create_dir=True)
+      with console.log_file(_log_path(model_dir)):
+        checkpointer = Checkpointer(model_dir, period=checkpoint_period, keep=keep_checkpoints,
+                                    run_meta={"input_shards": input_shards,
+                                              "definition": definition,
+                                              "definition_changes": history})
+        try:
+          return _train_checked(settings, checkpointer, initializer, step_config, frozen,
+                                frozen_params, frozen_shardings, initial, data, read_data,
+                                train_dataset_cfg.batch_size, operative_config, vocabulary,
+                                changes)
+        except MiniendError:
+          raise
+        except Exception as error:  # pylint: disable=broad-except
+          failure = write_failure(error, _resume_hint(model_dir))
+          if failure is None:
+            raise
+          raise failure from error
+        finally:
+          checkpointer.close()
   finally:
-    checkpointer.close()
+    lock.release()
+
+
+def _log_path(model_dir: str) -> str:
+  """Process 0 logs to MODEL_DIR/train.log, process i > 0 to train.process_<i>.log."""
+  name = "train.log" if jax.process_index() == 0 else f"train.process_{jax.process_index()}.log"
+  return os.path.join(model_dir, name)
+
+
+def _resume_hint(model_dir: str) -> str:
+  """What is safe after a failed write, and how to go on."""
+  newest = None
+  try:
+    existing = Checkpointer(model_dir, period=1, read_only=True)
+    newest = existing.latest_step()
+    existing.close()
+  except Exception:  # pylint: disable=broad-except  (the disk may be failing too)
+    pass
+  if newest:
+    return (f"The newest intact checkpoint is checkpoint_{newest} in {model_dir}; fix the "
+            "cause (e.g. free disk space) and rerun the same command to resume from it.")
+  return (f"No checkpoint was written yet in {model_dir}; fix the cause (e.g. free disk "
+          "space) and rerun the same command to start again.")
 
 
 def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
                    initializer: StateInitializer, step_config: StepConfig,
-                   frozen: dict[str, FrozenModel], initial: Any, data: HostBatches,
+                   frozen: dict[str, FrozenModel], frozen_params: dict[str, Any],
+                   frozen_shardings: dict[str, Any], initial: Any, data: HostBatches,
                    read_data: Callable[..., HostBatches], batch_size: int,
                    operative_config: Callable[[], str] | None,
-                   vocabulary: seqio.Vocabulary) -> dict[str, float]:
-  """The checked run, under its mesh: place the frozen models, restore or init the state,
-  write the run files, compile the step, loop."""
+                   vocabulary: seqio.Vocabulary, changes: list[str]) -> dict[str, float]:
+  """The checked run, under its mesh, MODEL_DIR locked: restore or init the state, write
+  the run files, compile the step, loop."""
   mesh, rules, model_dir = initializer.mesh, initializer.rules, checkpointer.model_dir
-  frozen_params, frozen_shardings = place_frozen_models(frozen, mesh, rules, settings.seed)
   teacher_params = frozen_params.get("teacher")
   abstract_state = initializer.abstract_state()
   state_shardings = initializer.shardings(abstract_state)
@@ -201,8 +269,8 @@ def _train_checked(settings: LoopSettings, checkpointer: Checkpointer,
       teacher_params=teacher_params)
   if start_step != data.step:   # fell back past a corrupt checkpoint: read from there
     data = read_data(start_step=start_step)
-  _write_run_files(model_dir, operative_config, frozen, initializer.student_config,
-                   state.params, frozen_params, mesh, rules, vocabulary)
+  _write_run_files(model_dir, start_step, operative_config, frozen, initializer.student_config,
+                   state.params, frozen_params, mesh, rules, vocabulary, changes)
   step_fn = jit_train_step(step_config, state_shardings, frozen_shardings, mesh)
   writer = MetricsWriter(model_dir, total_steps=settings.total_steps, start_step=start_step,
                          console_interval_seconds=settings.console_interval_seconds)
@@ -282,25 +350,32 @@ def make_train_mesh(num_devices: int | None, model_parallel_size: int, batch_siz
   return mesh
 
 
-def _resumable_step(model_dir: str, student_config: T5Config) -> tuple[int, int | None]:
-  """(the step of MODEL_DIR's newest checkpoint (0: none), the INPUT_SHARDS it recorded),
-  refused when it holds another student's architecture; found without writing anything.
-  Checkpoints from before INPUT_SHARDS were read as one shard."""
+def _resumable_step(model_dir: str, student_config: T5Config) -> tuple[int, dict]:
+  """(the step of MODEL_DIR's newest checkpoint (0: none), its meta ({} if none or
+  unreadable: the restore falls back past it)), refused when it holds another student's
+  architecture; found without writing anything."""
   if not os.path.isdir(model_dir):
-    return 0, None
+    return 0, {}
   existing = Checkpointer(model_dir, period=1, read_only=True)
   try:
     step = existing.latest_step()
     if not step:
-      return 0, None
+      return 0, {}
     existing.check_config(step, student_config)
     try:
-      recorded = existing.read_meta(step).get("input_shards", 1)
+      return step, existing.read_meta(step)
     except Exception:  # pylint: disable=broad-except  (unreadable: restore falls back)
-      recorded = None
-    return step, recorded
+      return step, {}
   finally:
     existing.close()
+
+
+def _recorded_input_shards(step: int, meta: dict) -> int | None:
+  """The INPUT_SHARDS a resumed run's checkpoints were read with (those from before
+  INPUT_SHARDS was recorded: 1), None for a new run or an unreadable meta."""
+  if not step or not meta:
+    return None
+  return meta.get("input_shards", 1)
 
 
 def _input_shards(asked: int | None, recorded: int | None, batch_size: int) -> int:
@@ -326,24 +401,27 @@ def _check_vocab_size(needed: int, configs: dict[str, T5Config]) -> None:
           f"(e.g. {rounded}), or use a smaller SentencePiece model.")
 
 
-def _write_run_files(model_dir: str, operative_config: Callable[[], str] | None,
+def _write_run_files(model_dir: str, start_step: int,
+                     operative_config: Callable[[], str] | None,
                      frozen: dict[str, FrozenModel], student_config: T5Config,
                      student_params: Any, frozen_params: dict[str, Any],
                      mesh: jax.sharding.Mesh, rules: partitioning.LogicalRules,
-                     vocabulary: seqio.Vocabulary) -> None:
+                     vocabulary: seqio.Vocabulary, changes: list[str]) -> None:
+  """spiece.model (once), this start's config file (run_record.py), model-info.txt."""
   if jax.process_index() != 0:
     return
   origins = {"Teacher": frozen["teacher"].origin if "teacher" in frozen else
              "none (the objective has no teacher term)"}
   if "assistant" in frozen:
     origins["Assistant"] = frozen["assistant"].origin
-  os.makedirs(model_dir, exist_ok=True)
   write_model_vocabulary(model_dir, vocabulary)
   if operative_config is not None:
-    with open(os.path.join(model_dir, "config.gin"), "w") as f:
-      for role, origin in origins.items():
-        f.write(f"# {role}: {origin}\n")
-      f.write(operative_config())
+    header = [f"{role}: {origin}" for role, origin in origins.items()]
+    header.append(f"Started at step {start_step}.")
+    if changes:
+      header.append("ALLOW_RESUME_CHANGES = True: resumed with changed defining settings: "
+                    + "; ".join(changes))
+    write_config_record(model_dir, start_step, operative_config(), header)
   for role, origin in origins.items():
     logging.info("%s: %s", role, origin)
   write_model_info(os.path.join(model_dir, "model-info.txt"), mesh=mesh, rules=rules,
