@@ -4,7 +4,9 @@ The tools keep the console for what a user acts on: the progress line, warnings 
 they stop on something the user can fix (a `MiniendError`, a failed write), one line
 `error: ...` on stderr (`run_cli`); anything else is a bug and keeps its traceback. INFO lines (orbax's per-checkpoint chatter, absl, seqio,
 TensorFlow) go to `MODEL_DIR/<tool>.log` while a run holds its MODEL_DIR (`log_file`);
-`--verbosity=0` (absl's flag) brings them back to the console.
+`--verbosity=0` (absl's flag) brings them back to the console. The lines made before the
+file may be opened (a run checks everything before it writes to MODEL_DIR) are kept in
+memory and written at its top.
 
 TensorFlow (seqio's data layer) writes its start-up lines (oneDNN, CUDA probes) from C++
 straight to the process's stderr; TF_CPP_MIN_LOG_LEVEL no longer stops them. The entry
@@ -30,6 +32,24 @@ from miniend_jax.errors import MiniendError, write_failure
 
 # What TensorFlow printed while `import_tensorflow_quietly` ran.
 _STARTUP_LINES: list[str] = []
+
+
+class _EarlyRecords(logging.Handler):
+  """Keeps the INFO-and-above records made before a log file opens (a run checks its
+  inputs before it may write MODEL_DIR), for `log_file` to write first; the newest
+  `capacity` of them."""
+
+  def __init__(self, capacity: int = 10_000):
+    super().__init__(logging.INFO)
+    self.capacity = capacity
+    self.records: list[logging.LogRecord] = []
+
+  def emit(self, record: logging.LogRecord) -> None:
+    self.records.append(record)
+    del self.records[:-self.capacity]
+
+
+_EARLY = _EarlyRecords()
 
 
 @contextlib.contextmanager
@@ -72,6 +92,7 @@ def quiet_console() -> None:
     absl_logging.set_verbosity(absl_logging.INFO)
   elif _STARTUP_LINES:
     print("\n".join(_STARTUP_LINES), file=sys.stderr)
+  logging.getLogger().addHandler(_EARLY)
 
 
 @contextlib.contextmanager
@@ -86,6 +107,12 @@ def log_file(path: str) -> Iterator[None]:
   if _STARTUP_LINES:
     handler.stream.write("".join(f"{line}\n" for line in _STARTUP_LINES))
   root = logging.getLogger()
+  early = _EARLY in root.handlers
+  if early:   # the lines made before the file could be opened come first
+    root.removeHandler(_EARLY)
+    for record in _EARLY.records:
+      handler.handle(record)
+    _EARLY.records.clear()
   root.addHandler(handler)
   try:
     yield
@@ -96,6 +123,8 @@ def log_file(path: str) -> Iterator[None]:
   finally:
     root.removeHandler(handler)
     handler.close()
+    if early:
+      root.addHandler(_EARLY)
 
 
 def run_cli(body: Callable[[], object], *,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import gin
 from absl import flags
 
-from miniend_jax import console
+from miniend_jax import console, lost_process
 from miniend_jax.errors import MiniendError
 
 GIN_FILES = flags.DEFINE_multi_string("gin_file", [],
@@ -146,24 +146,48 @@ def _first_line(error: Exception) -> str:
 
 def run_configured(entry_point: Callable, **kwargs) -> None:
   """Absl entry point body: join a multi-host run if asked, parse the gin flags, and call
-  `entry_point` with its gin bindings (plus `kwargs`)."""
+  `entry_point` with its gin bindings (plus `kwargs`). In a multi-host run, a process
+  that stops because another one stopped says so in one line (`lost_process`)."""
   from miniend_jax.train import partitioning  # pylint: disable=g-import-not-at-top
+  multi_host = bool(COORDINATOR.value) and (PROCESS_COUNT.value or 0) > 1 and \
+      PROCESS_INDEX.value is not None
+  if multi_host:
+    lost_process.watch(PROCESS_INDEX.value, PROCESS_COUNT.value)
   partitioning.initialize_distributed(COORDINATOR.value, PROCESS_COUNT.value,
                                       PROCESS_INDEX.value,
                                       heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT.value)
-  call_configured(entry_point, GIN_FILES.value, GIN_BINDINGS.value,
-                  gin_search_paths=GIN_SEARCH_PATHS.value, **kwargs)
+  try:
+    call_configured(entry_point, GIN_FILES.value, GIN_BINDINGS.value,
+                    gin_search_paths=GIN_SEARCH_PATHS.value,
+                    after_parse=_note_model_dir if multi_host else None, **kwargs)
+  except Exception as error:
+    lost_process.stop_if_lost(error)
+    raise
+
+
+def _note_model_dir() -> None:
+  """Training runs bind MODEL_DIR; evaluation and inference runs do not."""
+  try:
+    model_dir = gin.query_parameter("%MODEL_DIR")
+  except ValueError:
+    return
+  if isinstance(model_dir, str):
+    lost_process.note_model_dir(model_dir)
 
 
 def call_configured(entry_point: Callable, gin_files: Sequence[str],
                     gin_bindings: Sequence[str] = (), *,
-                    gin_search_paths: Sequence[str] = (), **kwargs):
+                    gin_search_paths: Sequence[str] = (),
+                    after_parse: Callable[[], None] | None = None, **kwargs):
   """In-process equivalent of the command line `--gin_file=... --gin_bindings=...`:
-  parse into a clean gin config, call `entry_point` with its bindings (plus `kwargs`),
-  and clear the config again. Returns what `entry_point` returns."""
+  parse into a clean gin config, call `after_parse` (if given) and then `entry_point` with
+  its bindings (plus `kwargs`), and clear the config again. Returns what `entry_point`
+  returns."""
   gin.clear_config()
   try:
     parse(gin_files, gin_bindings, gin_search_paths)
+    if after_parse is not None:
+      after_parse()
     return gin.get_configurable(entry_point)(**kwargs)
   finally:
     gin.clear_config()

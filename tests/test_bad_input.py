@@ -8,10 +8,13 @@ bindings to run with (built from a per-test `paths` fixture: a scratch directory
 session's finished tiny run, a vocabulary) and the expected error type and message.
 """
 
+import gzip
 import hashlib
+import json
 import os
 import re
 import shutil
+import socket
 import stat
 
 import pytest
@@ -26,6 +29,8 @@ from miniend_jax.taps import TapError
 from miniend_jax.train.optimizers import OptimizerError
 from miniend_jax.train.frozen_models import FrozenModelError
 from miniend_jax.train.partitioning import PartitioningError
+from miniend_jax.train.run_lock import RunLockedError, process_start
+from miniend_jax.train.run_record import RunDefinitionError
 from miniend_jax.train.trainer import TrainError
 from tests.training_runs import REPO, TINY, train_with
 
@@ -71,6 +76,85 @@ def _assistant_with_other_vocabulary(paths):
 def _resume_as(paths, *bindings):
   shutil.copytree(paths["finished_run"], paths["model_dir"], dirs_exist_ok=True)
   return list(bindings)
+
+
+def _cut(path, keep=0.5):
+  """Truncate the file at `path` to `keep` of its bytes, as a copy cut short would be."""
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:int(len(data) * keep)])
+
+
+def _hf_checkpoint(paths, damage, setting="TEACHER_CHECKPOINT"):
+  """The finished run exported as a Hugging Face directory for `setting` (a teacher's
+  architecture from its config.json), then `damage(directory)`."""
+  from miniend_jax.convert import checkpoint_loading, hf  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(paths["scratch"], "hf")
+  hf.save(*checkpoint_loading.load_model(paths["finished_run"]), directory)
+  damage(directory)
+  return ([f"{setting} = '{directory}'"]
+          + (["TEACHER_CONFIG = None"] if setting == "TEACHER_CHECKPOINT" else []))
+
+
+def _pytorch_bin_cut_short(directory):
+  """model.safetensors replaced by the pytorch_model.bin torch.save writes, cut short."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  state = load_file(os.path.join(directory, "model.safetensors"))
+  os.remove(os.path.join(directory, "model.safetensors"))
+  torch.save({k: torch.from_numpy(v) for k, v in state.items()},
+             os.path.join(directory, "pytorch_model.bin"))
+  _cut(os.path.join(directory, "pytorch_model.bin"))
+
+
+def _t5x_teacher_cut_short(paths):
+  """A t5x checkpoint_<step>/ (msgpack layout) of the finished run's weights whose msgpack
+  file is cut short."""
+  from miniend_jax.convert import checkpoint_loading  # pylint: disable=g-import-not-at-top
+  from tests.test_convert_t5x import write_legacy  # pylint: disable=g-import-not-at-top
+  step_dir = os.path.join(paths["scratch"], "t5x", "checkpoint_4")
+  write_legacy(step_dir, checkpoint_loading.load_model(paths["finished_run"])[1])
+  _cut(os.path.join(step_dir, "checkpoint"))
+  return [f"TEACHER_CHECKPOINT = '{step_dir}'"]
+
+
+def _own_teacher_cut_short(paths):
+  """A copy of the finished run whose newest checkpoint's data file holding the student's
+  embedding (found in the checkpoint's OCDBT index; which file holds it varies from run to
+  run) is cut where the embedding starts."""
+  import tensorstore  # pylint: disable=g-import-not-at-top
+  teacher = os.path.join(paths["scratch"], "teacher")
+  shutil.copytree(paths["finished_run"], teacher)
+  state = os.path.join(teacher, "checkpoint_4", "state")
+  index = tensorstore.KvStore.open({"driver": "file", "path": state + "/"}).result()
+  version = tensorstore.ocdbt.dump(index).result()["versions"][0]
+  assert version["root_height"] == 0   # one index node: a tiny checkpoint
+  entries = tensorstore.ocdbt.dump(index, version["root"]["location"]).result()["entries"]
+  value = next(e["indirect_value"] for e in entries
+               if e["key"] == b"params.student.token_embedder.embedding/0.0")
+  _, directory, name, offset, _ = value.split(":")   # value:<dir>/:d/<file>:<offset>:<length>
+  file = os.path.join(state, directory, name)
+  _cut(file, keep=int(offset) / os.path.getsize(file))
+  return [f"TEACHER_CHECKPOINT = '{teacher}'", "TEACHER_CONFIG = None"]
+
+
+def _overwrite(path, text):
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def _damaged_vocabulary(paths, damage):
+  """A copy of the run's SentencePiece model as SENTENCEPIECE_MODEL, then `damage(path)`."""
+  path = os.path.join(paths["scratch"], "spiece.model")
+  shutil.copyfile(paths["vocabulary"], path)
+  damage(path)
+  return [f"SENTENCEPIECE_MODEL = '{path}'"]
+
+
+# A gzip-compressed corpus of 2000 lines (about 20 kB).
+GZIP_CORPUS = gzip.compress("".join(f"Line {i} of a corpus: {i * 7919 % 1000} words.\n"
+                                    for i in range(2000)).encode())
 
 
 # (id, what the user did, gin files, bindings(paths), error, message pattern)
@@ -125,6 +209,24 @@ CASES = [
     ("vocabulary_missing", "a SentencePiece model path that does not exist", (TINY,),
      lambda p: ["SENTENCEPIECE_MODEL = '/nonexistent/spiece.model'"],
      VocabularyError, "/nonexistent/spiece.model"),
+    ("vocabulary_truncated", "a SentencePiece model cut in half", (TINY,),
+     lambda p: _damaged_vocabulary(p, _cut), VocabularyError,
+     r"(?m)^SentencePiece model '.*/spiece.model' cannot be read: the file is truncated \(its "
+     r"last record needs at least [\d.]+ kB, the file has [\d.]+ kB\); copy it again, or train "
+     r"one with `python -m miniend_jax.data.sentencepiece_training`\.$"),
+    ("vocabulary_empty", "an empty SentencePiece model file", (TINY,),
+     lambda p: _damaged_vocabulary(p, lambda path: _cut(path, keep=0)), VocabularyError,
+     r"(?m)^SentencePiece model '.*/spiece.model' cannot be read: the file is empty; copy it "
+     r"again, or train one with .*\.$"),
+    ("vocabulary_not_sentencepiece", "a text file as SENTENCEPIECE_MODEL", (TINY,),
+     lambda p: _damaged_vocabulary(p, lambda path: _overwrite(path, "pad eos unk\n")),
+     VocabularyError, r"(?m)^SentencePiece model '.*/spiece.model' cannot be read: it is a "
+     r"text file, not a SentencePiece model \(it starts with 'pad eos unk'\); copy it again, "
+     r"or train one with .*\.$"),
+    ("corpus_gz_truncated", "a gzip-compressed corpus file cut in half", (TINY, CORPUS),
+     lambda p: _corpus(p, "docs.txt.gz", GZIP_CORPUS[:len(GZIP_CORPUS) // 2]), CorpusError,
+     r"(?m)^/.*/docs.txt.gz cannot be read: the file is truncated \(its gzip stream ends "
+     r"before its end marker\); copy it again\.$"),
     # ---- checkpoints and paths ----
     ("teacher_missing", "a TEACHER_CHECKPOINT that does not exist", (TINY,),
      lambda p: ["TEACHER_CHECKPOINT = '/nonexistent/teacher'"], CheckpointError,
@@ -132,15 +234,51 @@ CASES = [
     ("teacher_wrong_format", "a TEACHER_CHECKPOINT directory in no known format", (TINY,),
      lambda p: _teacher_dir_with(p, {"weights.txt": "not a checkpoint"}), CheckpointError,
      "is not a checkpoint this project reads"),
+    ("teacher_safetensors_truncated", "a Hugging Face teacher whose model.safetensors is cut "
+     "in half", (TINY,),
+     lambda p: _hf_checkpoint(p, lambda d: _cut(os.path.join(d, "model.safetensors"))),
+     CheckpointError, r"(?m)^TEACHER_CHECKPOINT file '.*/hf/model.safetensors' cannot be read: "
+     r"the file is truncated \(the safetensors header says .* kB, the file has .* kB\); copy "
+     r"it again\.$"),
+    ("teacher_safetensors_empty", "a Hugging Face teacher whose model.safetensors is empty",
+     (TINY,),
+     lambda p: _hf_checkpoint(p, lambda d: _cut(os.path.join(d, "model.safetensors"), 0)),
+     CheckpointError, r"(?m)^TEACHER_CHECKPOINT file '.*/hf/model.safetensors' cannot be read: "
+     r"the file is empty; copy it again\.$"),
+    ("teacher_safetensors_foreign", "a text file named model.safetensors", (TINY,),
+     lambda p: _hf_checkpoint(p, lambda d: _overwrite(os.path.join(d, "model.safetensors"),
+                                                      "<!DOCTYPE html>\n<html>Sign in")),
+     CheckpointError, r"(?m)^TEACHER_CHECKPOINT file '.*/hf/model.safetensors' cannot be read: "
+     r"it is a text file, not a safetensors file \(it starts with '<!DOCTYPE html>'\); copy it "
+     r"again\.$"),
+    ("teacher_pytorch_bin_truncated", "a Hugging Face teacher whose pytorch_model.bin is cut "
+     "in half", (TINY,),
+     lambda p: _hf_checkpoint(p, _pytorch_bin_cut_short),
+     CheckpointError, r"(?m)^TEACHER_CHECKPOINT file '.*/hf/pytorch_model.bin' cannot be read: "
+     r"the file is truncated \(it is a zip archive without its central directory, which is "
+     r"written last\); copy it again\.$"),
+    ("teacher_t5x_truncated", "a t5x teacher whose msgpack checkpoint file is cut in half",
+     (TINY,), _t5x_teacher_cut_short, CheckpointError,
+     r"(?m)^TEACHER_CHECKPOINT file '.*/t5x/checkpoint_4/checkpoint' cannot be read: the file "
+     r"is truncated \(its msgpack data ends inside a value\); copy it again\.$"),
+    ("teacher_orbax_truncated", "one of our runs as teacher, a data file of its newest "
+     "checkpoint cut in half", (TINY,), _own_teacher_cut_short, CheckpointError,
+     r"(?m)^TEACHER_CHECKPOINT file '.*/teacher/checkpoint_4/state/ocdbt.process_0/d/\w+' "
+     r"cannot be read: the file is truncated \(the checkpoint's index needs at least .* kB, "
+     r"the file has .* kB\); copy it again\.$"),
+    ("initial_checkpoint_truncated", "an INITIAL_CHECKPOINT_PATH whose model.safetensors is cut "
+     "in half", (TINY,),
+     lambda p: _hf_checkpoint(p, lambda d: _cut(os.path.join(d, "model.safetensors")),
+                              setting="INITIAL_CHECKPOINT_PATH"),
+     CheckpointError, r"(?m)^Checkpoint file '.*/hf/model.safetensors' cannot be read: the file "
+     r"is truncated \(the safetensors header says .* kB, the file has .* kB\); copy it "
+     r"again\.$"),
     ("teacher_config_mismatch", "a TEACHER_CONFIG that does not fit the teacher's weights",
      (TINY,), lambda p: [f"TEACHER_CHECKPOINT = '{p['finished_run']}'"], CheckpointError,
      "emb_dim: config 64 vs checkpoint 32"),
     ("resume_other_student", "resuming a MODEL_DIR with a different student", (TINY,),
      lambda p: _resume_as(p, "student/config.preset.emb_dim = 48"), CheckpointError,
      "different student.*emb_dim: checkpoint 32 vs config 48"),
-    ("resume_other_objective", "resuming a MODEL_DIR with an objective that has parameters",
-     (TINY, "objectives/hidden_mse.gin"), lambda p: _resume_as(p), CheckpointError,
-     "different training state.*another optimizer or objective"),
     ("teacher_other_vocabulary", "a TEACHER_CHECKPOINT carrying another SentencePiece model",
      (TINY,), _teacher_with_other_vocabulary, VocabularyError,
      r"TEACHER_CHECKPOINT .*teacher' carries the SentencePiece model .*teacher/spiece.model, "
@@ -169,7 +307,34 @@ CASES = [
      "INPUT_SHARDS=2, but MODEL_DIR's checkpoints were read as 1 input shards"),
     ("model_dir_is_file", "MODEL_DIR inside a file", (TINY,),
      lambda p: [f"MODEL_DIR = '{p['model_dir']}/notes.txt/run'"], TrainError, "is a file"),
+    ("macro_unread", "a misspelt macro (--gin.LERNING_RATE=1e-3)", (TINY,),
+     lambda p: ["LERNING_RATE = 1e-3"], GinConfigError,
+     r"LERNING_RATE \(set by --gin.LERNING_RATE\) is not read by any configuration; did you "
+     r"mean LEARNING_RATE\?"),
+    ("model_dir_in_use", "MODEL_DIR locked by a live process of this host", (TINY,),
+     lambda p: _locked_by(p, socket.gethostname(), os.getppid()), RunLockedError,
+     r"MODEL_DIR .*run is in use by process \d+ on host .* \(since .* UTC\), which is still "
+     "running: wait for it to finish"),
+    ("model_dir_locked_elsewhere", "MODEL_DIR locked by a process of another host", (TINY,),
+     lambda p: _locked_by(p, "another-host", 4242), RunLockedError,
+     "locked by process 4242 on host 'another-host' .*cannot be checked from this host: if "
+     r"that run is gone, set TAKE_OVER_LOCK = True"),
+    ("resume_other_objective", "resuming a MODEL_DIR (TRAIN_STEPS raised) with another "
+     "objective (hidden_mse.gin instead of MiniEnD-E)", (TINY, "objectives/hidden_mse.gin"),
+     lambda p: _resume_as(p, "TRAIN_STEPS = 6"), RunDefinitionError,
+     r"holds checkpoints \(newest: step 4\) trained with other settings that define them: "
+     r"objective.*restore the objective .*or set ALLOW_RESUME_CHANGES = True"),
+    ("resume_other_teacher", "resuming a MODEL_DIR (TRAIN_STEPS raised) with the teacher in "
+     "bfloat16", (TINY,), lambda p: _resume_as(p, "TRAIN_STEPS = 6", "TEACHER_DTYPE = 'bfloat16'"),
+     RunDefinitionError, r"teacher.weights: [0-9a-f]+ -> [0-9a-f]+.*restore TEACHER_CHECKPOINT"),
 ]
+
+
+def _locked_by(paths, host, pid):
+  with open(os.path.join(paths["model_dir"], "run.lock"), "w") as f:
+    json.dump({"host": host, "pid": pid, "process_started": process_start(pid),
+               "started_at": 1.8e9}, f)
+  return []
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 import transformers
 
 from miniend_jax.convert import hf
+from miniend_jax.convert.validation import UnreadableCheckpointError
 from miniend_jax.model import Transformer, init_params, preset
 from tests.hf_t5 import write_random_hf_t5
 
@@ -152,3 +154,110 @@ def test_load_errors_are_clear(tmp_path):
   os.remove(tmp_path / "model" / "model.safetensors")
   with pytest.raises(hf.CheckpointError, match="No weights"):
     load_with()
+
+
+def _cut_to(path, size):
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:size])
+  return len(data)
+
+
+def _kb(n):
+  return f"{n / 1000:.1f} kB"
+
+
+def _place(params):
+  """Every leaf on one device, as the trainer places a model (reading lazy leaves now)."""
+  from miniend_jax.convert.lazy_arrays import place_on_mesh  # pylint: disable=g-import-not-at-top
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return place_on_mesh(params, jax.tree_util.tree_map(lambda _: sharding, params), np.float32)
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+def test_damaged_weight_files_are_one_sentence_naming_them(tmp_path, lazy):
+  """A truncated, empty or foreign weights file (or a config.json that is not JSON) is one
+  UnreadableCheckpointError line naming the file, what is wrong and what to do."""
+  original = tmp_path / "original"
+  write_random_hf_t5(str(original), **TINY_HF)
+  weights = (original / "model.safetensors").read_bytes()
+
+  def damaged(name, damage, file="model.safetensors"):
+    directory = tmp_path / name
+    shutil.copytree(original, directory)
+    damage(directory / file)
+    with pytest.raises(UnreadableCheckpointError) as raised:
+      _place(hf.load(str(directory), lazy=lazy)[1])
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"Checkpoint file '{directory / file}' cannot be read: ")
+    return message.split(" cannot be read: ", 1)[1]
+
+  assert damaged("half", lambda f: _cut_to(f, 12_000)) == (
+      f"the file is truncated (the safetensors header says {_kb(len(weights))}, the file "
+      "has 12.0 kB); copy it again.")
+  header = int.from_bytes(weights[:8], "little")
+  assert damaged("header_cut", lambda f: _cut_to(f, 100)) == (
+      f"the file is truncated (its safetensors header alone says {_kb(8 + header)}, the "
+      "file has 100 bytes); copy it again.")
+  assert damaged("empty", lambda f: _cut_to(f, 0)) == "the file is empty; copy it again."
+  assert damaged("text", lambda f: f.write_text("Not found\n")) == (
+      "it is a text file, not a safetensors file (it starts with 'Not found'); copy it again.")
+  lfs = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 35412\n"
+  assert damaged("lfs", lambda f: f.write_text(lfs)).startswith(
+      "it is a Git LFS pointer, not the file itself; fetch the file with `git lfs pull`")
+  assert damaged("config", lambda f: f.write_text('{"d_model": 16,'), file="config.json") == (
+      "it is not valid JSON (Expecting property name enclosed in double quotes at line 1, "
+      "column 16); copy it again.")
+
+
+def test_damaged_shards_and_pytorch_weights_are_one_sentence(tmp_path):
+  write_random_hf_t5(str(tmp_path / "single"), **TINY_HF)
+  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  state = load_file(str(tmp_path / "single" / "model.safetensors"))
+  sharded = tmp_path / "sharded"
+  sharded.mkdir()
+  names = sorted(state)
+  weight_map = {}
+  for index, part in enumerate((names[:len(names) // 2], names[len(names) // 2:])):
+    save_file({k: state[k] for k in part}, str(sharded / f"part{index}.safetensors"))
+    weight_map.update({k: f"part{index}.safetensors" for k in part})
+  (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+  shutil.copy(tmp_path / "single" / "config.json", sharded)
+  _cut_to(sharded / "part1.safetensors", 5000)
+  for lazy in (False, True):
+    with pytest.raises(UnreadableCheckpointError,
+                       match=r"^Checkpoint file '.*/sharded/part1.safetensors' cannot be read: "
+                             r"the file is truncated \(the safetensors header says .* kB, the "
+                             r"file has 5.0 kB\); copy it again\.$"):
+      hf.load(str(sharded), lazy=lazy)
+  (sharded / "model.safetensors.index.json").write_text('{"weight_map": {')
+  with pytest.raises(UnreadableCheckpointError,
+                     match=r"model.safetensors.index.json' cannot be read: it is not valid JSON"):
+    hf.load(str(sharded))
+
+  binary = tmp_path / "bin"
+  binary.mkdir()
+  shutil.copy(tmp_path / "single" / "config.json", binary)
+  torch.save({k: torch.from_numpy(v) for k, v in state.items()}, str(binary / "pytorch_model.bin"))
+  _cut_to(binary / "pytorch_model.bin", 5000)
+  for lazy in (False, True):   # a lazy load reads .bin weights whole, at once
+    with pytest.raises(UnreadableCheckpointError,
+                       match=r"^Checkpoint file '.*/bin/pytorch_model.bin' cannot be read: the "
+                             r"file is truncated \(it is a zip archive without its central "
+                             r"directory, which is written last\); copy it again\.$"):
+      hf.load(str(binary), lazy=lazy)
+
+
+def test_a_file_damaged_after_a_lazy_load_fails_as_it_is_placed(tmp_path):
+  """The lazy path reads when the weights are placed on the mesh: a file cut short since
+  the load is the same sentence then."""
+  write_random_hf_t5(str(tmp_path / "model"), **TINY_HF)
+  _, params = hf.load(str(tmp_path / "model"), lazy=True)
+  size = _cut_to(tmp_path / "model" / "model.safetensors", 20_000)
+  with pytest.raises(UnreadableCheckpointError,
+                     match=r"^Checkpoint file '.*/model.safetensors' cannot be read: the file is "
+                           rf"truncated \(the safetensors header says {_kb(size)}, the file has "
+                           r"20.0 kB\); copy it again\.$"):
+    _place(params)

@@ -11,7 +11,8 @@ import tensorstore
 from flax import serialization, traverse_util
 
 from miniend_jax.convert import t5x
-from miniend_jax.convert.validation import CheckpointError
+from miniend_jax.convert.lazy_arrays import place_on_mesh
+from miniend_jax.convert.validation import CheckpointError, UnreadableCheckpointError
 from miniend_jax.model import init_params, preset
 
 CONFIG = preset("tiny")
@@ -115,3 +116,48 @@ def test_not_a_checkpoint_is_clear(tmp_path):
   (tmp_path / "checkpoint_5" / "checkpoint").write_bytes(b"\x00garbage")
   with pytest.raises(CheckpointError, match="not a readable t5x msgpack"):
     t5x.load(str(tmp_path), CONFIG)
+
+
+def _cut_in_half(path):
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])
+  return len(data) // 2
+
+
+def test_damaged_files_are_one_sentence_naming_them(tmp_path, params):
+  """A file cut short, in either layout, is one UnreadableCheckpointError line naming it;
+  a lazy load reads the arrays' chunks when they are placed, and fails the same way then."""
+  msgpack = tmp_path / "msgpack" / "checkpoint_100"
+  write_legacy(str(msgpack), params)
+  _cut_in_half(msgpack / "checkpoint")
+  with pytest.raises(UnreadableCheckpointError,
+                     match=r"^Checkpoint file '.*/msgpack/checkpoint_100/checkpoint' cannot be "
+                           r"read: the file is truncated \(its msgpack data ends inside a "
+                           r"value\); copy it again\.$"):
+    t5x.load(str(msgpack), CONFIG)
+
+  chunks = tmp_path / "chunks" / "checkpoint_100"
+  write_legacy(str(chunks), params)
+  array = chunks / "target.decoder.layers_0.mlp.wo.kernel"
+  _cut_in_half(array / "0.0")
+  pattern = (rf"^Checkpoint directory '{array}' cannot be read: it is not a readable "
+             rf"TensorStore array \(.*{array}/0.0.*\); copy it again\.$")
+  with pytest.raises(UnreadableCheckpointError, match=pattern):
+    t5x.load(str(chunks), CONFIG)
+  lazy = t5x.load(str(chunks), CONFIG, lazy=True)   # reads headers only
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  with pytest.raises(UnreadableCheckpointError, match=pattern):
+    place_on_mesh(lazy, jax.tree_util.tree_map(lambda _: sharding, lazy), np.float32)
+
+  orbax = tmp_path / "orbax" / "checkpoint_1"
+  write_orbax(str(orbax), params)
+  files = [os.path.join(d, name) for d, _, names in os.walk(orbax) for name in names]
+  largest = max(files, key=os.path.getsize)
+  size = _cut_in_half(largest)
+  with pytest.raises(UnreadableCheckpointError,
+                     match=rf"^Checkpoint file '{largest}' cannot be read: the file is truncated "
+                           r"\(the checkpoint's index needs at least [\d.]+ kB, the file has "
+                           rf"{size / 1000:.1f} kB\); copy it again\.$"):
+    t5x.load(str(orbax), CONFIG)

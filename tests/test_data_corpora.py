@@ -1,5 +1,6 @@
 """Corpora: the embedded corpus, local files and Hugging Face datasets as seqio sources."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -148,6 +149,25 @@ def test_local_file_errors_are_raised_before_tensorflow_runs(tmp_path):
   no_field = _write(tmp_path / "y.jsonl", [b'{"content": "text"}'])
   with pytest.raises(CorpusError, match="y.jsonl:1 has no string field 'text'.*text_key"):
     LocalFilesSource({"train": no_field}).get_dataset("train")
+
+
+def test_gzip_files_are_read_decompressed_and_damaged_ones_refused(tmp_path):
+  lines = [json.dumps({"text": f"document {i} of a compressed corpus"}).encode()
+           for i in range(3000)]
+  compressed = gzip.compress(b"".join(line + b"\n" for line in lines))
+  (tmp_path / "docs.jsonl.gz").write_bytes(compressed)
+  source = LocalFilesSource({"train": str(tmp_path / "docs.jsonl.gz")})
+  texts = _texts(source.get_dataset("train", shuffle=False))
+  assert texts == [f"document {i} of a compressed corpus" for i in range(3000)]
+  (tmp_path / "cut.txt.gz").write_bytes(compressed[:len(compressed) // 2])
+  with pytest.raises(CorpusError, match=r"^/.*/cut.txt.gz cannot be read: the file is "
+                     r"truncated \(its gzip stream ends before its end marker\); copy it "
+                     r"again\.$"):
+    LocalFilesSource({"train": str(tmp_path / "cut.txt.gz")}).get_dataset("train")
+  _write(tmp_path / "plain.txt.gz", [b"not compressed"])
+  with pytest.raises(CorpusError, match=r"plain.txt.gz cannot be read: it is a text file, not "
+                     r"a gzip file \(it starts with 'not compressed'\); copy it again\.$"):
+    LocalFilesSource({"train": str(tmp_path / "plain.txt.gz")}).get_dataset("train")
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,10 @@ def test_loading_errors_are_clear(tmp_path, lines):
   with pytest.raises(VocabularyError, match="No SentencePiece model at"):
     load_vocabulary(str(tmp_path / "missing.model"))
   (tmp_path / "junk.model").write_bytes(b"not a model")
-  with pytest.raises(VocabularyError, match="is not a SentencePiece model file"):
+  with pytest.raises(VocabularyError, match=r"^SentencePiece model '.*junk.model' cannot be "
+                     r"read: it is a text file, not a SentencePiece model \(it starts with "
+                     r"'not a model'\); copy it again, or train one with `python -m "
+                     r"miniend_jax.data.sentencepiece_training`\.$"):
     load_vocabulary(str(tmp_path / "junk.model"))
   # SentencePiece's own defaults (unk 0, bos 1, eos 2) are not T5's.
   path = tmp_path / "default_ids.model"
@@ -86,6 +89,27 @@ def test_loading_errors_are_clear(tmp_path, lines):
       minloglevel=2)
   with pytest.raises(VocabularyError, match="does not use T5's special ids"):
     load_vocabulary(str(path))
+
+
+def test_damaged_model_files_are_one_sentence(tmp_path, sentencepiece_model):
+  """A model cut short or empty names the file and what is wrong. A half cut falls in the
+  model's last record (its normalizer, most of the file), which ends at the file's end."""
+  with open(sentencepiece_model, "rb") as f:
+    data = f.read()
+  cut, empty = tmp_path / "cut.model", tmp_path / "empty.model"
+  cut.write_bytes(data[:len(data) // 2])
+  empty.write_bytes(b"")
+  fix = "copy it again, or train one with `python -m miniend_jax.data.sentencepiece_training`."
+  with pytest.raises(VocabularyError) as raised:
+    load_vocabulary(str(cut))
+  assert str(raised.value) == (
+      f"SentencePiece model '{cut}' cannot be read: the file is truncated (its last record "
+      f"needs at least {len(data) / 1000:.1f} kB, the file has "
+      f"{len(data) // 2 / 1000:.1f} kB); {fix}")
+  with pytest.raises(VocabularyError) as raised:
+    task_vocabulary(str(empty))
+  assert str(raised.value) == (
+      f"SentencePiece model '{empty}' cannot be read: the file is empty; {fix}")
 
 
 def test_cached_model_is_trained_once_per_corpus_and_size(tmp_path, lines):

@@ -6,7 +6,9 @@ metrics and final weights must be the same. FAULT_IDS are the rows docs/faults.m
 and bad input" table shows for this module (tests/test_bad_input.py checks the table).
 """
 
+import errno
 import os
+import re
 import shutil
 import signal
 import time
@@ -18,7 +20,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from miniend_jax.convert.checkpoint_loading import load_model
+from miniend_jax.console import error_message
 from miniend_jax.distill import objectives
+from miniend_jax.errors import WriteFailedError
 from miniend_jax.train.checkpoints import CorruptCheckpointError
 from tests.training_runs import cli, read_metrics, train_with
 
@@ -27,7 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 FAULT_IDS = ["killed_during_checkpoint_write", "killed_between_checkpoints",
              "checkpoint_truncated", "checkpoint_altered", "every_checkpoint_corrupt",
-             "nonfinite_stop", "nonfinite_skip"]
+             "nonfinite_stop", "nonfinite_skip", "disk_full_during_checkpoint_write"]
 ONE_DEVICE = "trainer.train.num_devices = 1"
 
 
@@ -205,3 +209,37 @@ def test_nonfinite_steps_are_skipped_when_asked(tmp_path, single_device_run,
   assert np.isfinite(metrics[3]["loss"]) and metrics[3]["loss"] != reference[3]["loss"]
   params = load_model(model_dir)[1]
   assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(params))
+
+
+def test_disk_full_during_a_checkpoint_write_is_one_sentence_and_resumes_exactly(
+    tmp_path, single_device_run, sentencepiece_model, monkeypatch):
+  """ENOSPC injected where Orbax writes checkpoint_4's meta (its arrays already written):
+  one line naming the file, the newest intact checkpoint and what a rerun does; the
+  partial checkpoint is never listed, and the rerun removes it and ends where an
+  uninterrupted run does."""
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler  # pylint: disable=g-import-not-at-top
+  handler = json_checkpoint_handler.JsonCheckpointHandler
+  original = handler._save_fn  # pylint: disable=protected-access
+
+  async def disk_full(self, x, directory):
+    if "checkpoint_4" in str(directory):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory / "metadata"))
+    return await original(self, x, directory)
+
+  model_dir = str(tmp_path / "run")
+  monkeypatch.setattr(handler, "_save_fn", disk_full)
+  with pytest.raises(WriteFailedError) as raised:
+    train_with(model_dir, ONE_DEVICE, vocabulary=sentencepiece_model)
+  message = error_message(raised.value)   # what the command line prints
+  assert "\n" not in message
+  assert re.match(r"Could not write .*checkpoint_4.*metadata: No space left on device "
+                  r"\[ENOSPC\]\. The newest intact checkpoint is checkpoint_2 in .*run; fix "
+                  r"the cause .* rerun the same command to resume from it\.$", message), message
+  names = os.listdir(model_dir)
+  assert "checkpoint_2" in names and "checkpoint_4" not in names
+  assert [n for n in names if "tmp" in n], names   # the partial write, not listed
+  assert "run.lock" not in names                   # released on the way out
+  monkeypatch.setattr(handler, "_save_fn", original)
+  train_with(model_dir, ONE_DEVICE, vocabulary=sentencepiece_model)
+  assert not [n for n in os.listdir(model_dir) if "tmp" in n]
+  _assert_same_run(model_dir, single_device_run)

@@ -31,13 +31,14 @@ def read_metrics(model_dir):
 
 
 def cli(model_dir, *flags, env=None, vocabulary=None, **popen):
-  """`python -m miniend_jax.train` on the tiny experiment with FAST, as a Popen (output
-  to a pipe unless `stdout` says otherwise)."""
+  """`python -m miniend_jax.train` on the tiny experiment with FAST, as a Popen (stdout
+  and stderr together to a pipe unless `stdout` / `stderr` say otherwise)."""
   command = [sys.executable, "-m", "miniend_jax.train", f"--gin_file={TINY}",
              f'--gin.MODEL_DIR="{model_dir}"'] + [f"--gin.{b.replace(' = ', '=')}" for b in FAST]
   if vocabulary:
     command.append(f'--gin.SENTENCEPIECE_MODEL="{vocabulary}"')
   environment = {**os.environ, "PYTHONPATH": REPO, **(env or {})}
   popen.setdefault("stdout", subprocess.PIPE)
-  return subprocess.Popen(command + list(flags), cwd=REPO, env=environment,
-                          stderr=subprocess.STDOUT, text=True, **popen)
+  popen.setdefault("stderr", subprocess.STDOUT)
+  return subprocess.Popen(command + list(flags), cwd=REPO, env=environment, text=True,
+                          **popen)

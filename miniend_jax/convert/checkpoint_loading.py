@@ -7,15 +7,15 @@ evaluation and export. The format is recognised from the directory's contents.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 from flax import traverse_util
 
-from miniend_jax.convert import hf, t5x
+from miniend_jax.convert import hf, orbax_reading, t5x
 from miniend_jax.convert.step_directories import step_directories, step_of
-from miniend_jax.convert.validation import CheckpointError, expected_shapes, params_for_config
+from miniend_jax.convert.validation import (CheckpointError, expected_shapes, params_for_config,
+                                            read_checkpoint_json)
 from miniend_jax.model.config import T5Config
 
 def detect_format(path: str) -> str:
@@ -106,11 +106,9 @@ def load_config(path: str, config: T5Config | None = None) -> T5Config:
 def _read_meta(step_dir: str) -> dict:
   """One of our checkpoints' meta (model config, step, fingerprints)."""
   meta_file = os.path.join(step_dir, "meta", "metadata")
-  try:
-    with open(meta_file) as f:
-      meta = json.load(f)
-  except (OSError, ValueError) as error:
-    raise CheckpointError(f"Cannot read {meta_file}: {error}") from None
+  if not os.path.isfile(meta_file):
+    raise CheckpointError(f"Cannot read {meta_file}: it does not exist.")
+  meta = read_checkpoint_json(meta_file)
   if not isinstance(meta, dict):
     raise CheckpointError(f"Cannot read {meta_file}: it holds no JSON object.")
   return meta
@@ -127,8 +125,6 @@ def _config_from_meta(meta: dict, step_dir: str) -> T5Config:
 def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
   """The student (config, params) from one of our checkpoints (or its model dir's
   newest), read-only, its arrays verified against the fingerprints saved with them."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
   from miniend_jax.train.checkpoints import (  # pylint: disable=g-import-not-at-top
       STUDENT_PREFIX, verify_fingerprints)
 
@@ -137,11 +133,12 @@ def load_own_checkpoint(path: str) -> tuple[T5Config, dict]:
     raise CheckpointError(f"{path!r} holds no checkpoint_<step>/ directory.")
   meta = _read_meta(step_dir)
   config = _config_from_meta(meta, step_dir)
+  state = orbax_reading.restore(os.path.join(step_dir, "state"))
   try:
-    state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
     student = state["params"]["student"]
-  except Exception as error:  # orbax raises many types for unreadable directories.
-    raise CheckpointError(f"Cannot read {step_dir}/state: {error}") from None
+  except (KeyError, TypeError):
+    raise CheckpointError(f"{step_dir}/state holds no student parameters (params/student): "
+                          "is it one of our checkpoints?") from None
   if meta.get("fingerprints"):
     verify_fingerprints(student, meta["fingerprints"], step_dir, prefix=STUDENT_PREFIX)
   return config, params_for_config(config, traverse_util.flatten_dict(student),
@@ -172,13 +169,11 @@ class OwnCheckpointParams:
                                                      sharding=sharding),
         shapes, shardings, is_leaf=lambda x: isinstance(x, tuple))
     target = {"params": {"student": student}}
-    state_dir = os.path.join(self.step_dir, "state")
-    try:
-      restored = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
-          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-          partial_restore=True))
-    except Exception as error:  # orbax raises many types for unreadable directories.
-      raise CheckpointError(f"Cannot read {state_dir}: {error}") from None
+    restored = orbax_reading.restore(
+        os.path.join(self.step_dir, "state"),
+        args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True))
     params = restored["params"]["student"]
     if self.fingerprints:
       verify_fingerprints(params, self.fingerprints, self.step_dir, prefix=STUDENT_PREFIX)

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,9 +26,11 @@ import numpy as np
 from flax import traverse_util
 
 from miniend_jax.convert.lazy_arrays import LazyArray
-from miniend_jax.convert.validation import CheckpointError, params_for_config
+from miniend_jax.convert.validation import (CheckpointError, params_for_config,
+                                            read_checkpoint_json, unreadable_checkpoint)
 from miniend_jax.errors import InputMissingError, OutputExistsError
 from miniend_jax.model.config import ConfigError, T5Config
+from miniend_jax.unreadable_files import truncated
 
 # Hugging Face activation names -> ours. "gelu_new" and "gelu_pytorch_tanh" are the tanh
 # approximation t5x calls "gelu".
@@ -218,16 +221,15 @@ def state_dict_from_params(config: T5Config, params) -> dict[str, np.ndarray]:
 
 
 def _read_state_dict(path: str) -> dict[str, np.ndarray]:
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-
   single = os.path.join(path, "model.safetensors")
   index = os.path.join(path, "model.safetensors.index.json")
   torch_single = os.path.join(path, "pytorch_model.bin")
   torch_index = os.path.join(path, "pytorch_model.bin.index.json")
-  if os.path.exists(single):
-    return load_file(single)
-  if os.path.exists(index):
-    return _read_shards(path, index, load_file)
+  if os.path.exists(single) or os.path.exists(index):
+    state = {}
+    for file in _weight_files(single, index):
+      state.update(_read_safetensors(file))
+    return state
   if os.path.exists(torch_single) or os.path.exists(torch_index):
     try:
       import torch  # pylint: disable=g-import-not-at-top
@@ -235,25 +237,84 @@ def _read_state_dict(path: str) -> dict[str, np.ndarray]:
       raise CheckpointError(
           f"{path} holds only PyTorch weights (pytorch_model.bin); install torch "
           "(pip install torch==2.13.0) or convert the checkpoint to safetensors.") from None
-
-    def load_torch(file):
-      tensors = torch.load(file, map_location="cpu", weights_only=True)
-      return {k: v.float().numpy() for k, v in tensors.items()}
-
-    return (load_torch(torch_single) if os.path.exists(torch_single)
-            else _read_shards(path, torch_index, load_torch))
+    state = {}
+    for file in _weight_files(torch_single, torch_index):
+      try:
+        tensors = torch.load(file, map_location="cpu", weights_only=True)
+      except Exception as error:  # torch raises RuntimeError, EOFError, KeyError, ...
+        raise unreadable_checkpoint(file, error, file_format="PyTorch weights file",
+                                    damage=_zip_damage(file)) from None
+      state.update({k: v.float().numpy() for k, v in tensors.items()})
+    return state
   raise CheckpointError(
       f"No weights in {path}: expected model.safetensors, model.safetensors.index.json or "
       "pytorch_model.bin.")
 
 
-def _read_shards(path: str, index_file: str, load) -> dict[str, np.ndarray]:
-  with open(index_file) as f:
-    weight_map = json.load(f)["weight_map"]
-  state = {}
-  for shard in sorted(set(weight_map.values())):
-    state.update(load(os.path.join(path, shard)))
-  return state
+def _weight_files(single: str, index: str) -> list[str]:
+  """[`single`] if it exists, else the shards `index` (a *.index.json) lists."""
+  if os.path.exists(single):
+    return [single]
+  weight_map = read_checkpoint_json(index)
+  weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+  if not isinstance(weight_map, dict):
+    raise CheckpointError(f"{index} has no \"weight_map\" object listing the shard files; "
+                          "copy it again.")
+  directory = os.path.dirname(index)
+  return [os.path.join(directory, name) for name in sorted(set(weight_map.values()))]
+
+
+def _read_safetensors(file: str) -> dict[str, np.ndarray]:
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
+  try:
+    return load_file(file)
+  except Exception as error:  # safetensors raises its own error types on bad files.
+    raise _unreadable_safetensors(file, error) from None
+
+
+def _unreadable_safetensors(file: str, error: BaseException) -> CheckpointError:
+  return unreadable_checkpoint(file, error, file_format="safetensors file",
+                               damage=_safetensors_damage(file))
+
+
+# safetensors refuses headers above 100 MB; a larger "length" means another format.
+_SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def _safetensors_damage(file: str) -> str | None:
+  """"the file is truncated (...)" when the file's safetensors header records more bytes
+  than the file holds, else None (not a safetensors header, or not truncated)."""
+  if not os.path.isfile(file):
+    return None
+  size = os.path.getsize(file)
+  with open(file, "rb") as f:
+    start = f.read(8)
+    header_size = int.from_bytes(start, "little")
+    if len(start) < 8 or header_size > _SAFETENSORS_MAX_HEADER:
+      return None
+    if 8 + header_size > size:
+      return truncated(8 + header_size, size, "its safetensors header alone says")
+    try:
+      header = json.loads(f.read(header_size))
+      end = 8 + header_size + max((entry["data_offsets"][1] for key, entry in header.items()
+                                   if key != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+      return None
+  return truncated(end, size, "the safetensors header says") if end > size else None
+
+
+def _zip_damage(file: str) -> str | None:
+  """"the file is truncated (...)" for a zip archive (torch.save's format) whose end, the
+  directory of its members, is missing."""
+  if not os.path.isfile(file):
+    return None
+  with open(file, "rb") as f:
+    is_zip = f.read(4) == b"PK\x03\x04"
+  if is_zip and not zipfile.is_zipfile(file):
+    return ("the file is truncated (it is a zip archive without its central directory, "
+            "which is written last)")
+  return None
 
 
 def load_config(path: str, **config_overrides) -> T5Config:
@@ -262,8 +323,10 @@ def load_config(path: str, **config_overrides) -> T5Config:
   if not os.path.exists(config_file):
     raise CheckpointError(
         f"{path!r} is not a Hugging Face model directory: it has no config.json.")
-  with open(config_file) as f:
-    return config_from_hf(json.load(f), **config_overrides)
+  values = read_checkpoint_json(config_file)
+  if not isinstance(values, dict):
+    raise CheckpointError(f"{config_file} holds no JSON object; copy it again.")
+  return config_from_hf(values, **config_overrides)
 
 
 def _lazy_safetensors(path: str) -> dict[str, LazyArray] | None:
@@ -273,34 +336,30 @@ def _lazy_safetensors(path: str) -> dict[str, LazyArray] | None:
 
   single = os.path.join(path, "model.safetensors")
   index = os.path.join(path, "model.safetensors.index.json")
-  if os.path.exists(single):
-    files = [single]
-  elif os.path.exists(index):
-    with open(index) as f:
-      names = sorted(set(json.load(f)["weight_map"].values()))
-    files = [os.path.join(path, name) for name in names]
-  else:
+  if not (os.path.exists(single) or os.path.exists(index)):
     return None
   state = {}
-  for file in files:
+  for file in _weight_files(single, index):
     try:
       with safe_open(file, framework="np") as f:
-        for key in f.keys():
-          view = f.get_slice(key)
-          dtype = _SAFETENSORS_DTYPES.get(view.get_dtype())
-          if dtype is None:
-            raise CheckpointError(f"{file}: tensor {key!r} has dtype {view.get_dtype()}, "
-                                  "which is not a floating-point weight type.")
-
-          def read(index, file=file, key=key):
-            with safe_open(file, framework="np") as handle:
-              return handle.get_slice(key)[index]
-
-          state[key] = LazyArray(view.get_shape(), dtype, read, f"{file}:{key}")
-    except CheckpointError:
-      raise
+        views = {key: f.get_slice(key) for key in f.keys()}
+        headers = {key: (view.get_shape(), view.get_dtype()) for key, view in views.items()}
     except Exception as error:  # safetensors raises its own error types on bad files.
-      raise CheckpointError(f"{file} is not a readable safetensors file: {error}") from None
+      raise _unreadable_safetensors(file, error) from None
+    for key, (shape, dtype_name) in headers.items():
+      dtype = _SAFETENSORS_DTYPES.get(dtype_name)
+      if dtype is None:
+        raise CheckpointError(f"{file}: tensor {key!r} has dtype {dtype_name}, which is not "
+                              "a floating-point weight type.")
+
+      def read(index, file=file, key=key):
+        try:
+          with safe_open(file, framework="np") as handle:
+            return handle.get_slice(key)[index]
+        except Exception as error:  # the file changed since its header was read
+          raise _unreadable_safetensors(file, error) from None
+
+      state[key] = LazyArray(shape, dtype, read, f"{file}:{key}")
   return state
 
 

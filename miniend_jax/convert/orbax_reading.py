@@ -19,13 +19,13 @@ from miniend_jax.unreadable_files import innermost_message, truncated
 _READ_PAST_END = re.compile(r"byte range \[\d+, (\d+)\) is not valid for value of size (\d+)")
 
 
-def restore(state_dir: str, args: Any = None) -> Any:
-  """`ocp.PyTreeCheckpointer().restore(state_dir, args=args)`; a checkpoint it cannot read
+def restore(state_dir: str, **kwargs) -> Any:
+  """`ocp.PyTreeCheckpointer().restore(state_dir, **kwargs)`; a checkpoint it cannot read
   is an UnreadableCheckpointError."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
   try:
-    return ocp.PyTreeCheckpointer().restore(state_dir, args=args)
+    return ocp.PyTreeCheckpointer().restore(state_dir, **kwargs)
   except Exception as error:  # orbax raises many types for unreadable directories.
     raise unreadable(state_dir, error) from None
 
@@ -40,6 +40,7 @@ def unreadable(state_dir: str, error: BaseException) -> UnreadableCheckpointErro
                  for directory, _, names in os.walk(state_dir) for name in names
                  if os.path.getsize(os.path.join(directory, name)) == size]
     if len(same_size) == 1:
+      damage = truncated(needed, size, "the checkpoint's index needs at least")
       return unreadable_checkpoint(same_size[0], error, file_format="Orbax data file",
-                                   damage=truncated(needed, size, "the checkpoint reads up to"))
+                                   damage=damage)
   return unreadable_checkpoint(state_dir, error, file_format="Orbax checkpoint")

@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import msgpack
 import numpy as np
 from flax import serialization, traverse_util
 
+from miniend_jax.convert import orbax_reading
 from miniend_jax.convert.step_directories import step_directories
 from miniend_jax.convert.lazy_arrays import LazyArray
-from miniend_jax.convert.validation import CheckpointError, params_for_config
+from miniend_jax.convert.validation import (CheckpointError, params_for_config,
+                                            unreadable_checkpoint)
 from miniend_jax.model.config import T5Config
 
 def find_step_dir(path: str) -> str:
@@ -49,7 +52,7 @@ def load(checkpoint_dir: str, config: T5Config, *, lazy: bool = False) -> dict:
   when placed (lazy_arrays.py); Orbax-layout checkpoints are read whole."""
   step_dir = find_step_dir(checkpoint_dir)
   tree = (_read_msgpack(step_dir, lazy) if _layout(step_dir) == "msgpack"
-          else _read_orbax(os.path.join(step_dir, "state")))
+          else orbax_reading.restore(os.path.join(step_dir, "state")))
   target = _find_target(tree, step_dir)
   flat = traverse_util.flatten_dict(target)
   flat = {path: _reshape_kernel(path, value if isinstance(value, LazyArray)
@@ -81,13 +84,28 @@ def _reshape_kernel(path: tuple[str, ...], array):
 
 
 def _read_msgpack(step_dir: str, lazy: bool = False) -> dict:
-  with open(os.path.join(step_dir, "checkpoint"), "rb") as f:
-    try:
-      contents = serialization.msgpack_restore(f.read())
-    except Exception as error:  # msgpack raises several unrelated types on bad bytes.
-      raise CheckpointError(
-          f"{step_dir}/checkpoint is not a readable t5x msgpack file: {error}") from None
+  path = os.path.join(step_dir, "checkpoint")
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    contents = serialization.msgpack_restore(data)
+  except Exception as error:  # msgpack raises several unrelated types on bad bytes.
+    raise unreadable_checkpoint(path, error, file_format="t5x msgpack file",
+                                damage=_msgpack_damage(data)) from None
   return _resolve_tensorstore(contents, step_dir, lazy)
+
+
+def _msgpack_damage(data: bytes) -> str | None:
+  """"the file is truncated (...)" when `data`'s msgpack value ends past its last byte."""
+  unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1), strict_map_key=False)
+  unpacker.feed(data)
+  try:
+    unpacker.unpack()
+  except msgpack.OutOfData:
+    return "the file is truncated (its msgpack data ends inside a value)"
+  except Exception:  # pylint: disable=broad-except  (msgpack's own error says more)
+    pass
+  return None
 
 
 def _resolve_tensorstore(node: Any, step_dir: str, lazy: bool) -> Any:
@@ -116,22 +134,12 @@ def _read_tensorstore(spec: dict, step_dir: str, lazy: bool = False):
     if not lazy:
       return store.read().result()
   except Exception as error:  # tensorstore reports missing/corrupt data as ValueError etc.
-    raise CheckpointError(f"Cannot read the t5x array at {where}: {error}") from None
+    raise unreadable_checkpoint(where, error, file_format="TensorStore array") from None
 
   def read(index):
     try:
       return store[index].read().result()
     except Exception as error:  # pylint: disable=broad-except
-      raise CheckpointError(f"Cannot read the t5x array at {where}: {error}") from None
+      raise unreadable_checkpoint(where, error, file_format="TensorStore array") from None
 
   return LazyArray(store.shape, store.dtype.numpy_dtype, read, where)
-
-
-def _read_orbax(state_dir: str) -> dict:
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  try:
-    return ocp.PyTreeCheckpointer().restore(state_dir)
-  except Exception as error:  # orbax raises many types for unreadable directories.
-    raise CheckpointError(
-        f"{state_dir} is not a readable Orbax checkpoint: {error}") from None

@@ -65,7 +65,7 @@ def read_checkpoint_json(path: str):
   except ValueError as error:   # JSONDecodeError, or bytes that are not text
     damage = (f"it is not valid JSON ({error.msg} at line {error.lineno}, column "
               f"{error.colno})" if isinstance(error, json.JSONDecodeError) else None)
-    raise unreadable_checkpoint(path, error, file_format="JSON", damage=damage,
+    raise unreadable_checkpoint(path, error, file_format="JSON file", damage=damage,
                                 binary=False) from None
 
 

@@ -2,12 +2,14 @@
 
 Pure Python, no TensorFlow: both the SentencePiece trainer and the seqio file source read
 corpora through here, so both stop on the same clear `CorpusError` (file, line and the
-setting to change) for a missing file, bytes that are not valid text in the configured
-encoding, a JSON line without the text field, or a corpus with no document.
+setting to change) for a missing file, a compressed file cut short or damaged, bytes that
+are not valid text in the configured encoding, a JSON line without the text field, or a
+corpus with no document.
 
 A file is read as JSON lines when its name ends in .jsonl or .json (one object per line,
-the text under `text_key`), otherwise as plain text with one document per non-blank line.
-Document ids are "<file name>:<line number>", stable as long as the file is.
+the text under `text_key`), otherwise as plain text with one document per non-blank line;
+either may be gzip-compressed, named with .gz added (docs.jsonl.gz). Document ids are
+"<file name>:<line number>", stable as long as the file is.
 
 The pieces (`expand_patterns`, `decoded_lines`, `json_object`, `document_id`) are shared
 with downstream_files.py, which reads input/target examples by the same conventions.
@@ -16,11 +18,14 @@ with downstream_files.py, which reads input/target examples by the same conventi
 from __future__ import annotations
 
 import glob
+import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 
 from miniend_jax.data.errors import CorpusError
+from miniend_jax.unreadable_files import describe
 
 JSON_SUFFIXES = (".jsonl", ".json")
 
@@ -48,16 +53,33 @@ def document_id(path: str, number: int) -> str:
 def decoded_lines(path: str, *, encoding: str = "utf-8",
                   encoding_setting: str = "encoding") -> Iterator[tuple[int, str]]:
   """(line number, text with its line ending) for every line of `path`, from 1; bytes
-  that are not valid `encoding` are an error naming the line and `encoding_setting`."""
-  with open(path, "rb") as stream:
-    for number, raw in enumerate(stream, start=1):
-      try:
-        yield number, raw.decode(encoding)
-      except UnicodeDecodeError as error:
-        raise CorpusError(
-            f"{path}:{number} is not valid {encoding} text (byte {raw[error.start]:#04x} at "
-            f"column {error.start + 1}); re-encode the file or set {encoding_setting} to the "
-            "file's encoding.") from None
+  that are not valid `encoding` are an error naming the line and `encoding_setting`. A
+  .gz file is read decompressed."""
+  for number, raw in enumerate(_raw_lines(path), start=1):
+    try:
+      yield number, raw.decode(encoding)
+    except UnicodeDecodeError as error:
+      raise CorpusError(
+          f"{path}:{number} is not valid {encoding} text (byte {raw[error.start]:#04x} at "
+          f"column {error.start + 1}); re-encode the file or set {encoding_setting} to the "
+          "file's encoding.") from None
+
+
+def _raw_lines(path: str) -> Iterator[bytes]:
+  """The lines of `path` as bytes, decompressed when its name ends in .gz; a .gz file that
+  is not a whole gzip stream is a CorpusError."""
+  if not path.endswith(".gz"):
+    with open(path, "rb") as stream:
+      yield from stream
+    return
+  try:
+    with gzip.open(path, "rb") as stream:
+      yield from stream
+  except (OSError, EOFError, zlib.error) as error:   # BadGzipFile is an OSError
+    damage = ("the file is truncated (its gzip stream ends before its end marker)"
+              if isinstance(error, EOFError) else None)
+    reason = describe(path, error, file_format="gzip file", damage=damage)
+    raise CorpusError(f"{path} cannot be read: {reason}.") from None
 
 
 def json_object(path: str, number: int, line: str, *, fix: str = "") -> dict:
@@ -75,7 +97,7 @@ def json_object(path: str, number: int, line: str, *, fix: str = "") -> dict:
 
 
 def _line_text(path: str, number: int, line: str, text_key: str) -> str:
-  if not path.endswith(JSON_SUFFIXES):
+  if not path.removesuffix(".gz").endswith(JSON_SUFFIXES):
     return line
   record = json_object(path, number, line)
   if not isinstance(record.get(text_key), str):

@@ -25,6 +25,7 @@ import sentencepiece
 
 from miniend_jax.data import embedded_corpus, sentencepiece_training
 from miniend_jax.data.errors import VocabularyError
+from miniend_jax.unreadable_files import describe, truncated
 
 T5_EXTRA_IDS = 100
 EMBEDDED_VOCAB_SIZE = 8000
@@ -36,17 +37,60 @@ def check_sentencepiece_model(path: str) -> None:
   if not tf.io.gfile.exists(path):
     raise VocabularyError(f"No SentencePiece model at {path!r}: check the vocabulary path.")
   with tf.io.gfile.GFile(path, "rb") as stream:
-    processor = sentencepiece.SentencePieceProcessor()
-    try:
-      processor.LoadFromSerializedProto(stream.read())
-    except (RuntimeError, TypeError):
-      raise VocabularyError(f"{path!r} is not a SentencePiece model file.") from None
+    contents = stream.read()
+  processor = sentencepiece.SentencePieceProcessor()
+  try:
+    processor.LoadFromSerializedProto(contents)
+  except (RuntimeError, TypeError) as error:
+    reason = describe(path, error, file_format="SentencePiece model", contents=contents,
+                      damage=_protobuf_damage(contents),
+                      fix="copy it again, or train one with `python -m "
+                          "miniend_jax.data.sentencepiece_training`")
+    raise VocabularyError(f"SentencePiece model {path!r} cannot be read: {reason}.") from None
   wrong = {name: getattr(processor, name)() for name, want in _T5_SPECIAL_IDS.items()
            if getattr(processor, name)() != want}
   if wrong:
     raise VocabularyError(
         f"{path!r} does not use T5's special ids (pad 0, eos 1, unk 2); it has {wrong}. "
         "Train one with `python -m miniend_jax.data.sentencepiece_training`.")
+
+
+def _protobuf_damage(data: bytes) -> str | None:
+  """"the file is truncated (...)" when the last field of the protobuf message `data` (a
+  SentencePiece model is one) runs past its end; None when it does not, or when `data` is
+  not a protobuf message."""
+  position = 0
+  while position < len(data):
+    key, position = _varint(data, position)
+    if key is None:
+      break
+    field, wire_type = key >> 3, key & 7
+    if field == 0 or wire_type not in (0, 1, 2, 5):
+      return None   # a wire type no message uses: another format
+    if wire_type == 0:
+      _, position = _varint(data, position)
+    elif wire_type == 2:
+      length, position = _varint(data, position)
+      position += length or 0
+    else:
+      position += 8 if wire_type == 1 else 4
+  if position > len(data):
+    return truncated(position, len(data), "its last record needs at least")
+  return None
+
+
+def _varint(data: bytes, position: int) -> tuple[int | None, int]:
+  """(the protobuf varint at `position`, the position after it); (None, past the end) when
+  it runs past the end of `data`."""
+  value = shift = 0
+  while position < len(data):
+    byte = data[position]
+    value |= (byte & 0x7F) << shift
+    position += 1
+    if byte < 0x80:
+      return value, position
+    shift += 7
+  return None, len(data) + 1
 
 
 def load_vocabulary(path: str, extra_ids: int = T5_EXTRA_IDS) -> seqio.SentencePieceVocabulary:

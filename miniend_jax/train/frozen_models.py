@@ -24,6 +24,7 @@ import jax
 from miniend_jax.convert.checkpoint_loading import (OwnCheckpointParams, load_config,
                                                     load_model)
 from miniend_jax.convert.lazy_arrays import place_on_mesh
+from miniend_jax.convert.validation import naming_setting
 from miniend_jax.distill.objectives import Objective
 from miniend_jax.distill.student_init import init_student
 from miniend_jax.errors import MiniendError
@@ -63,11 +64,12 @@ class FrozenModel:
     if self.weights is None:
       weights = jax.jit(lambda rng: init_student(self.config, rng, method="random"),
                         out_shardings=shardings)(jax.random.key(seed))
-      params = jax.tree_util.tree_map(lambda x: x.astype(dtype), weights)
-    elif isinstance(self.weights, OwnCheckpointParams):
-      params = self.weights.restore(shardings, dtype)
-    else:   # NumPy or LazyArray leaves: each host reads or slices only its devices' parts
-      params = place_on_mesh(self.weights, shardings, dtype)
+      return jax.tree_util.tree_map(lambda x: x.astype(dtype), weights), shardings
+    with naming_setting(_setting(self.role, "CHECKPOINT")):   # the weights are read now
+      if isinstance(self.weights, OwnCheckpointParams):
+        params = self.weights.restore(shardings, dtype)
+      else:   # NumPy or LazyArray leaves: each host reads or slices only its devices' parts
+        params = place_on_mesh(self.weights, shardings, dtype)
     return params, shardings
 
   def abstract(self, mesh: jax.sharding.Mesh, rules: partitioning.LogicalRules
@@ -99,10 +101,12 @@ def load_frozen_model(role: str, checkpoint: str | None, config: T5Config | None
   stays None.
   """
   if checkpoint and not read_weights:   # <ROLE>_CONFIG, when given, is all that is needed
-    config, weights = (load_config(checkpoint) if config is None else config), None
+    with naming_setting(_setting(role, "CHECKPOINT")):
+      config, weights = (load_config(checkpoint) if config is None else config), None
     origin = f"the architecture of {checkpoint} (weights not read)"
   elif checkpoint:
-    config, weights = load_model(checkpoint, config, lazy=True)
+    with naming_setting(_setting(role, "CHECKPOINT")):
+      config, weights = load_model(checkpoint, config, lazy=True)
     origin = f"loaded from {checkpoint}"
   elif config is not None:
     weights = None

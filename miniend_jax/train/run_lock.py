@@ -45,7 +45,7 @@ class RunLockedError(MiniendError, RuntimeError):
   """Another run holds MODEL_DIR."""
 
 
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
   """When `pid` started (clock ticks since boot, /proc/<pid>/stat field 22), or None where
   /proc does not say (not Linux, or no such process)."""
   try:
@@ -62,7 +62,7 @@ def _running(pid: int, started: str | None) -> bool:
     return False
   except PermissionError:   # someone else's process: it exists
     pass
-  now_started = _process_start(pid)
+  now_started = process_start(pid)
   return started is None or now_started is None or now_started == started
 
 
@@ -103,7 +103,7 @@ class RunLock:
 
   def _take(self) -> None:
     me = {"host": socket.gethostname(), "pid": os.getpid(),
-          "process_started": _process_start(os.getpid()), "started_at": time.time()}
+          "process_started": process_start(os.getpid()), "started_at": time.time()}
     self._content = json.dumps(me)
     private = f"{self.path}.{me['host']}.{me['pid']}"
     with open(private, "w") as f:

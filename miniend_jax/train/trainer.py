@@ -40,7 +40,7 @@ from miniend_jax.errors import MiniendError, write_failure
 from miniend_jax.model.config import T5Config
 from miniend_jax.model.network import logical_axes
 from miniend_jax.train import partitioning
-from miniend_jax.train.checkpoints import Checkpointer
+from miniend_jax.train.checkpoints import Checkpointer, CorruptCheckpointError
 from miniend_jax.train.frozen_models import (FrozenModel, load_frozen_models,
                                              place_frozen_models)
 from miniend_jax.train.loop import LoopSettings, TrainLoop
@@ -166,7 +166,7 @@ def train(*, model_dir: str, student_config: T5Config, objective: Objective,
   resume_step, recorded = _resumable_step(model_dir, student_config)
   input_shards = _input_shards(input_shards, _recorded_input_shards(resume_step, recorded),
                                train_dataset_cfg.batch_size)
-  if resume_step >= total_steps:
+  if resume_step >= total_steps and _reads_back_intact(model_dir, resume_step, initializer):
     logging.warning("MODEL_DIR %s is already at step %d (TRAIN_STEPS = %d): nothing to do, "
                     "nothing written. Raise TRAIN_STEPS to train further.", model_dir,
                     resume_step, total_steps)
@@ -366,6 +366,23 @@ def _resumable_step(model_dir: str, student_config: T5Config) -> tuple[int, dict
       return step, existing.read_meta(step)
     except Exception:  # pylint: disable=broad-except  (unreadable: restore falls back)
       return step, {}
+  finally:
+    existing.close()
+
+
+def _reads_back_intact(model_dir: str, step: int, initializer: StateInitializer) -> bool:
+  """Whether checkpoint `step` restores with every fingerprint intact: a finished run is
+  only left alone when its last checkpoint is sound (else the run falls back and retrains
+  the steps after the newest intact one)."""
+  existing = Checkpointer(model_dir, period=1, read_only=True)
+  try:
+    with partitioning.activate(initializer.mesh, initializer.rules):
+      abstract = initializer.abstract_state()
+      existing.restore(step, partitioning.with_shardings(
+          abstract, initializer.shardings(abstract)))
+    return True
+  except CorruptCheckpointError:
+    return False
   finally:
     existing.close()
 
