@@ -60,3 +60,36 @@ def test_gin_dot_flags_become_bindings():
       "prog", '--gin_bindings=MODEL_DIR = "/x"', "--gin_file=a.gin"]
   with pytest.raises(gin_cli.GinConfigError, match="--gin.NAME=VALUE"):
     gin_cli.rewrite_gin_flags(["--gin.MODEL_DIR"])
+
+
+def test_an_unread_macro_in_a_users_gin_file_is_an_error_with_a_suggestion(tmp_path):
+  """Gin accepts a macro that nothing reads; a user never means one (a typo would leave
+  the run at the default it meant to change)."""
+  mine = tmp_path / "mine.gin"
+  mine.write_text("include 'experiments/tiny_distill.gin'\nTRAIN_STPES = 3\n")
+  with pytest.raises(gin_cli.GinConfigError,
+                     match=r"TRAIN_STPES \(set in .*mine.gin\) is not read by any "
+                           r"configuration; did you mean TRAIN_STEPS\?"):
+    gin_cli.parse([str(mine)], ['MODEL_DIR = "/tmp/unused"'])
+  gin.clear_config()
+  mine.write_text("include 'experiments/tiny_distill.gin'\nTRAIN_STEPS = 3\n")
+  gin_cli.parse([str(mine)], ['MODEL_DIR = "/tmp/unused"'])
+  assert gin.query_parameter("%TRAIN_STEPS") == 3
+
+
+def test_a_cli_error_is_one_line_on_stderr(tmp_path):
+  """What a user sees for a mistake: `error: ...` once, no traceback, no absl E line, no
+  gin "In call to configurable" line, nothing else (TensorFlow's start-up lines included)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, "-m", "miniend_jax.train", "--gin_file=experiments/tiny_distill.gin",
+       f'--gin.MODEL_DIR="{tmp_path / "run"}"', "--gin.LERNING_RATE=1e-3"],
+      cwd=repo, env={**os.environ, "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"},
+      capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 1
+  assert result.stderr.splitlines() == [
+      "error: LERNING_RATE (set by --gin.LERNING_RATE) is not read by any configuration; "
+      "did you mean LEARNING_RATE?"], result.stderr
+  assert not os.path.exists(tmp_path / "run")

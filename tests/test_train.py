@@ -156,6 +156,10 @@ def test_cli_run_writes_every_output_and_stops_cleanly_on_sigterm(tmp_path,
   output = "".join(lines) + rest
   assert process.returncode == 0, output
   assert "step 3/100000" in output and "loss" in output  # the console progress line
+  # A quiet console: library INFO lines (orbax's, TensorFlow's start-up) go to train.log.
+  log = open(os.path.join(model_dir, "train.log")).read()
+  assert "orbax" in log and "Saved" in log or "Finished" in log, log[-2000:]
+  assert "orbax" not in output and " I0" not in output and "In call to" not in output, output
   files = set(os.listdir(model_dir))
   assert {"config.gin", "model-info.txt", "metrics.jsonl", "train", "checkpoint_2"} <= files
   steps = sorted(int(name.split("_")[1]) for name in files if name.startswith("checkpoint_"))

@@ -14,6 +14,11 @@ Every setting a user can get wrong is checked before anything is compiled or wri
 refused run leaves MODEL_DIR as it was. A killed run resumes from its newest intact
 checkpoint (train/checkpoints.py verifies what it reads) and reads exactly the batches an
 uninterrupted run would (the data stream is a function of the step).
+
+Only one run writes a MODEL_DIR (run_lock.py: MODEL_DIR/run.lock, taken once every check
+has passed). Each start writes its own config file and each checkpoint records what
+defines the run (run_record.py); library INFO lines go to MODEL_DIR/train.log
+(console.py). A failed write ends as one sentence naming the newest intact checkpoint.
 """
 
 from __future__ import annotations
