@@ -15,6 +15,14 @@ MODEL_DIR/corrupt/checkpoint_<step> (kept, never deleted) and the run falls back
 previous good one. The fingerprint is a position-weighted sum of every element's bits with
 odd weights, modulo 2**32: any change of a single element always changes it, and it is the
 same whatever the sharding, so every host computes it on its own shards in one jitted pass.
+
+A replicated array (every parameter under data parallelism) is written by one replica
+unless each replica's slice would hold at least REPLICA_PARALLEL_MIN_BYTES: Orbax's default
+splits every replicated array across its replicas, which for small arrays costs a compiled
+slice and a transfer per array and replica, more than the parallel write saves. On 8 CPU
+devices (tools/checkpoint_writes.py) the default wrote the tiny preset's parameters 16x
+slower the first time (the compilations) and 2.1x slower later; t5_1_1_small's 294 MiB, 4.2x
+and 1.13x.
 """
 
 from __future__ import annotations
@@ -38,6 +46,17 @@ STEP_PREFIX = "checkpoint"
 CORRUPT_DIR = "corrupt"
 # The student's parameters within a saved TrainState, as fingerprint paths name them.
 STUDENT_PREFIX = ".params['student']"
+# Smallest slice per replica worth writing in parallel.
+REPLICA_PARALLEL_MIN_BYTES = 1 << 20
+
+
+def _write_small_arrays_from_one_replica() -> None:
+  """Registers, for this process's Orbax, a jax.Array handler that splits a replicated
+  array across replicas only when each slice reaches REPLICA_PARALLEL_MIN_BYTES (the files
+  written are the same either way)."""
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(
+          min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES), override=True)
 
 
 def _not_read_only_notice(record: std_logging.LogRecord) -> bool:
@@ -106,6 +125,8 @@ class Checkpointer:
       raise CheckpointError(f"CHECKPOINTS_TO_KEEP must be >= 1 or None, got {keep}.")
     self.period = period
     self.model_dir = os.path.abspath(model_dir)
+    if not read_only:
+      _write_small_arrays_from_one_replica()
     options = ocp.CheckpointManagerOptions(
         step_prefix=STEP_PREFIX, enable_async_checkpointing=False, read_only=True,
         save_interval_steps=0, create=False) \
