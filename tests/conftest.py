@@ -6,9 +6,9 @@ import shutil
 import tempfile
 
 # Must happen before jax is imported anywhere in the test session.
-# LLVM's optimisation level 0: the tests' tiny programs compile faster and run as fast.
+# LLVM's optimisation level 1: compiles faster than the default 3 and runs as fast here.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0")
+                      "--xla_backend_optimization_level=1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

@@ -122,7 +122,7 @@ def _t5x_teacher_cut_short(paths):
 def _own_teacher_cut_short(paths):
   """A copy of the finished run whose newest checkpoint's data file holding the student's
   embedding (found in the checkpoint's OCDBT index; which file holds it varies from run to
-  run) is cut where the embedding starts."""
+  run) is cut halfway through the embedding."""
   import tensorstore  # pylint: disable=g-import-not-at-top
   teacher = os.path.join(paths["scratch"], "teacher")
   shutil.copytree(paths["finished_run"], teacher)
@@ -133,9 +133,9 @@ def _own_teacher_cut_short(paths):
   entries = tensorstore.ocdbt.dump(index, version["root"]["location"]).result()["entries"]
   value = next(e["indirect_value"] for e in entries
                if e["key"] == b"params.student.token_embedder.embedding/0.0")
-  _, directory, name, offset, _ = value.split(":")   # value:<dir>/:d/<file>:<offset>:<length>
+  _, directory, name, offset, length = value.split(":")  # value:<dir>/:d/<file>:<offset>:<length>
   file = os.path.join(state, directory, name)
-  _cut(file, keep=int(offset) / os.path.getsize(file))
+  _cut(file, keep=(int(offset) + int(length) // 2) / os.path.getsize(file))
   return [f"TEACHER_CHECKPOINT = '{teacher}'", "TEACHER_CONFIG = None"]
 
 
