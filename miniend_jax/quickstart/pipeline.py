@@ -64,6 +64,8 @@ CONSOLE_INTERVAL_SECONDS = 10.0
 # t5x's warm-up (runs/pretrain.gin): longer than any quickstart teacher run, so its rate is
 # constant at BASE_LEARNING_RATE / sqrt(TEACHER_WARMUP_STEPS).
 TEACHER_WARMUP_STEPS = 10_000
+# The shortest checkpoint period of a stage (see Pipeline._common_macros).
+MIN_CHECKPOINT_PERIOD = 50
 
 
 def objective_gin_path(objective: str) -> str:
@@ -300,9 +302,12 @@ class Pipeline:
     return {"run_dir": self.run_dir(stage), "gin_file": gin_file, "final": history[-1]}
 
   def _common_macros(self, steps: int, seed: int) -> dict[str, Any]:
-    # Four checkpoints per stage: an interrupted stage resumes from the last one.
+    # A checkpoint every quarter of a stage, so an interrupted stage resumes from the last
+    # one, but at most every MIN_CHECKPOINT_PERIOD steps: a stage that short restarts in
+    # less time than its saves would take (the miniature's saves only at its end).
     return {"TRAIN_STEPS": steps, "BATCH_SIZE": self.size.batch_size, "SEED": seed,
-            "CHECKPOINT_PERIOD": max(1, steps // 4), "KEEP_CHECKPOINTS": 1}
+            "CHECKPOINT_PERIOD": max(MIN_CHECKPOINT_PERIOD, steps // 4),
+            "KEEP_CHECKPOINTS": 1}
 
   def _pretrain_teacher(self) -> dict[str, Any]:
     # t5x's pretraining recipe, as real T5 teachers were trained: Adafactor scales every
