@@ -52,8 +52,8 @@ REPLICA_PARALLEL_MIN_BYTES = 1 << 20
 
 def _write_small_arrays_from_one_replica() -> None:
   """Registers, for this process's Orbax, a jax.Array handler that splits a replicated
-  array across replicas only when each slice reaches REPLICA_PARALLEL_MIN_BYTES (the files
-  written are the same either way)."""
+  array across replicas only when each slice reaches REPLICA_PARALLEL_MIN_BYTES (the
+  arrays read back are the same either way; how they are laid out in files differs)."""
   ocp.type_handlers.register_type_handler(
       jax.Array, ocp.type_handlers.ArrayHandler(
           min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES), override=True)
