@@ -118,12 +118,14 @@ def trained_checkpoint(tmp_path_factory, sentencepiece_model):
   return model_dir, config, params
 
 
-# The longest modules (about 40 s or more each on 2 cores), longest first: pytest-xdist
+# The longest modules (about 20 s or more each on 2 cores), longest first: pytest-xdist
 # hands out whole files (--dist loadfile) in collection order, so starting these first keeps
 # one worker from running a long file alone at the end.
 LONGEST_FIRST = ("test_quickstart.py", "test_train.py", "test_faults.py",
                  "test_train_assistant.py", "test_teacher_recipe.py", "test_bad_input.py",
-                 "test_train_compile.py", "test_run_record.py", "test_model_parity.py")
+                 "test_train_compile.py", "test_run_record.py", "test_model_parity.py",
+                 "test_run_lock.py", "test_wheel.py", "test_bench.py",
+                 "test_quickstart_assistant.py", "test_downstream_files.py")
 
 
 def pytest_collection_modifyitems(items):
