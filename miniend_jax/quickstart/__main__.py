@@ -27,7 +27,7 @@ from miniend_jax.quickstart import sizes
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for every stage and the "
                                  "report (reused by a rerun).", required=True)
 SIZE = flags.DEFINE_enum("size", sizes.DEFAULT_SIZE, list(sizes.SIZES),
-                         "miniature: about a minute; small: at most 15 minutes on a 2-core "
+                         "miniature: about 2 minutes; small: at most 15 minutes on a 2-core "
                          "CPU; medium: for a GPU.")
 OBJECTIVES = flags.DEFINE_string("objectives", "scratch,miniend_e",
                                  "Comma-separated objectives (gin_configs/objectives/), or "

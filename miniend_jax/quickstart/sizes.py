@@ -1,6 +1,6 @@
 """The quickstart's sizes: the models, lengths and step budgets of each stage.
 
-`miniature` runs every stage at toy size in about a minute (tests, smoke checks);
+`miniature` runs every stage at toy size in about 2 minutes (tests, smoke checks);
 `small` (the default) is sized to finish within 15 minutes on a 2-core CPU; `medium` is
 for a machine with a GPU. Every stage of one size trains on the same batch size; the
 students all get the same step budget, so scratch and distilled students see the same
