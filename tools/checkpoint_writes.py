@@ -66,16 +66,14 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
   args = parser.parse_args(argv)
   work_dir = args.work_dir or tempfile.mkdtemp(prefix="checkpoint_writes-")
   params = replicated_params(args.preset)
-  handlers = {
-      "orbax default": ocp.type_handlers.ArrayHandler(),
-      "ours": ocp.type_handlers.ArrayHandler(
-          min_slice_bytes_for_replica_parallel=checkpoints.REPLICA_PARALLEL_MIN_BYTES)}
+  handlers = {"orbax default": ocp.type_handlers.ArrayHandler(),
+              "ours": checkpoints.array_handler()}
   results = {}
   previous = ocp.type_handlers.get_type_handler(jax.Array)
-  # One untimed write first, so that neither handler pays the process's first-write costs.
-  write_seconds(handlers["ours"], jax.tree.map(lambda x: x + 1, params),
-                os.path.join(work_dir, "warm_up"), 1)
   try:
+    # One untimed write first, so that neither handler pays the process's first-write costs.
+    write_seconds(handlers["ours"], jax.tree.map(lambda x: x + 1, params),
+                  os.path.join(work_dir, "warm_up"), 1)
     for name, handler in handlers.items():
       directory = os.path.join(work_dir, name.replace(" ", "_"))
       shutil.rmtree(directory, ignore_errors=True)

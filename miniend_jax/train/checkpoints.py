@@ -50,13 +50,12 @@ STUDENT_PREFIX = ".params['student']"
 REPLICA_PARALLEL_MIN_BYTES = 1 << 20
 
 
-def _write_small_arrays_from_one_replica() -> None:
-  """Registers, for this process's Orbax, a jax.Array handler that splits a replicated
-  array across replicas only when each slice reaches REPLICA_PARALLEL_MIN_BYTES (the
-  arrays read back are the same either way; how they are laid out in files differs)."""
-  ocp.type_handlers.register_type_handler(
-      jax.Array, ocp.type_handlers.ArrayHandler(
-          min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES), override=True)
+def array_handler() -> ocp.type_handlers.ArrayHandler:
+  """The jax.Array handler our checkpoints are written with: it splits a replicated array
+  across replicas only when each slice reaches REPLICA_PARALLEL_MIN_BYTES (the arrays read
+  back are the same either way; how they are laid out in files differs)."""
+  return ocp.type_handlers.ArrayHandler(
+      min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES)
 
 
 def _not_read_only_notice(record: std_logging.LogRecord) -> bool:
@@ -125,8 +124,8 @@ class Checkpointer:
       raise CheckpointError(f"CHECKPOINTS_TO_KEEP must be >= 1 or None, got {keep}.")
     self.period = period
     self.model_dir = os.path.abspath(model_dir)
-    if not read_only:
-      _write_small_arrays_from_one_replica()
+    if not read_only:   # for this process's Orbax: every later jax.Array save uses it
+      ocp.type_handlers.register_type_handler(jax.Array, array_handler(), override=True)
     options = ocp.CheckpointManagerOptions(
         step_prefix=STEP_PREFIX, enable_async_checkpointing=False, read_only=True,
         save_interval_steps=0, create=False) \
